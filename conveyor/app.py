@@ -1,0 +1,234 @@
+"""Conveyor: the app object that knows the job types and the store; every interface goes through it."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import threading
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any, TypeVar
+
+from conveyor.backends import from_url
+from conveyor.backends.base import Backend, JobFilter, NewJob, WorkerInfo
+from conveyor.config import Settings
+from conveyor.errors import InvalidTransition, JobNotFound
+from conveyor.events import EventName, Events, JobEvent
+from conveyor.job import Job, JobState
+from conveyor.options import resolve
+from conveyor.payload import encode
+from conveyor.registry import Registry
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Conveyor:
+    """One app: declared jobs plus the database they are queued in.
+
+    >>> app = Conveyor("sqlite:///shop.db")
+    >>> @app.job(queue="email", max_attempts=5, timeout=30)
+    ... async def send_confirmation(p: Confirmation, ctx) -> None: ...
+    >>> app.enqueue("send_confirmation", {"order_id": "o1"}, priority=Priority.HIGH)
+    """
+
+    def __init__(self, database_url: str | None = None, **settings: Any) -> None:
+        self.settings = Settings.load(database_url=database_url, **settings)
+        self.registry = Registry()
+        self.events = Events()
+        self._backend: Backend | None = None
+        self._backend_lock = threading.Lock()
+
+    @property
+    def backend(self) -> Backend:
+        """The store, opened on first use (no I/O at import or construction)."""
+        if self._backend is None:
+            with self._backend_lock:
+                if self._backend is None:
+                    self._backend = from_url(self.settings.database_url)
+        return self._backend
+
+    def close(self) -> None:
+        if self._backend is not None:
+            self._backend.close()
+            self._backend = None
+
+    # -- declaring ----------------------------------------------------------------------
+
+    def job(self, name: str | None = None, **options: Any) -> Callable[[F], F]:
+        """Declare a job type; options are defaults that each enqueue may override."""
+
+        def decorate(func: F) -> F:
+            self.registry.declare(func, name, options)
+            return func
+
+        return decorate
+
+    def on(self, event: EventName) -> Callable[[Callable[[JobEvent], Any]], Callable[[JobEvent], Any]]:
+        """Subscribe to ``completed``, ``failed`` (every failed attempt) or ``dead``."""
+
+        def decorate(callback: Callable[[JobEvent], Any]) -> Callable[[JobEvent], Any]:
+            return self.events.subscribe(event, callback)
+
+        return decorate
+
+    # -- enqueueing ---------------------------------------------------------------------
+
+    def new_job(self, job_type: str, payload: Any, options: dict[str, Any]) -> NewJob:
+        """Validate a job and its options into the row to insert (no I/O)."""
+        spec = self.registry.get(job_type)
+        text = encode(job_type, spec.model, payload)
+        opts = resolve(spec.options, options)
+        unique_key = opts.idempotency_key
+        if unique_key is None and opts.unique_for is not None:
+            unique_key = "u:" + hashlib.sha256(f"{job_type}\0{opts.queue}\0{text}".encode()).hexdigest()
+        return NewJob(
+            type=job_type,
+            payload=text,
+            queue=opts.queue,
+            priority=opts.priority,
+            max_attempts=opts.max_attempts,
+            delay=opts.delay,
+            run_at=opts.run_at,
+            timeout=opts.timeout,
+            backoff=opts.backoff,
+            unique_key=unique_key,
+            unique_for=opts.unique_for,
+            workflow_id=opts.workflow_id,
+            parent_id=opts.parent_id,
+        )
+
+    def enqueue(self, job_type: str, payload: Any = None, *, connection: Any = None, **options: Any) -> int:
+        """Queue one job and return its id (the existing job's id if deduplicated).
+
+        ``connection`` joins the caller's open transaction (from ``app.transaction()`` or the
+        caller's own sqlite3/psycopg connection): the job commits or rolls back with it.
+        """
+        return self.backend.jobs_insert([self.new_job(job_type, payload, options)], connection)[0].id
+
+    def enqueue_many(
+        self, jobs: Iterable[tuple[str, Any] | tuple[str, Any, dict[str, Any]]], *, connection: Any = None, **options: Any
+    ) -> list[int]:
+        """Queue many jobs in one transaction: ``[(type, payload)]`` or ``[(type, payload, options)]``."""
+        rows = [self.new_job(item[0], item[1], {**options, **(item[2] if len(item) > 2 else {})}) for item in jobs]  # type: ignore[misc]
+        return [inserted.id for inserted in self.backend.jobs_insert(rows, connection)] if rows else []
+
+    @contextmanager
+    def transaction(self) -> Iterator[Any]:
+        """A database transaction to share with ``enqueue(..., connection=tx)``.
+
+        >>> with app.transaction() as tx:
+        ...     tx.execute("INSERT INTO orders ...")
+        ...     app.enqueue("send_confirmation", {...}, connection=tx)
+        """
+        with self.backend.transaction() as conn:
+            yield conn
+
+    async def aenqueue(self, job_type: str, payload: Any = None, **options: Any) -> int:
+        """``enqueue`` for async code: validation here, the write on a worker thread."""
+        row = self.new_job(job_type, payload, options)
+        inserted = await asyncio.to_thread(self.backend.jobs_insert, [row])
+        return inserted[0].id
+
+    async def aenqueue_many(self, jobs: Iterable[tuple[str, Any] | tuple[str, Any, dict[str, Any]]], **options: Any) -> list[int]:
+        rows = [self.new_job(item[0], item[1], {**options, **(item[2] if len(item) > 2 else {})}) for item in jobs]  # type: ignore[misc]
+        inserted = await asyncio.to_thread(self.backend.jobs_insert, rows)
+        return [i.id for i in inserted]
+
+    # -- reading ------------------------------------------------------------------------
+
+    def get_job(self, job_id: int) -> Job:
+        job = self.backend.job_get(job_id)
+        if job is None:
+            raise JobNotFound(job_id)
+        return job
+
+    async def aget_job(self, job_id: int) -> Job:
+        return await asyncio.to_thread(self.get_job, job_id)
+
+    def list_jobs(self, *, limit: int = 100, before_id: int | None = None, **where: Any) -> list[Job]:
+        """Newest first; filter by state, queue, type, ids, workflow_id, created_after/before."""
+        return self.backend.jobs_list(job_filter(**where), limit=limit, before_id=before_id)
+
+    def count_jobs(self, **where: Any) -> int:
+        return self.backend.jobs_count(job_filter(**where))
+
+    def dead_letters(self, *, limit: int = 100, before_id: int | None = None, **where: Any) -> list[Job]:
+        """The dead-letter queue: jobs that ran out of attempts or could not run, newest first."""
+        return self.list_jobs(limit=limit, before_id=before_id, state=JobState.DEAD, **where)
+
+    def workers(self) -> list[WorkerInfo]:
+        return self.backend.workers_list()
+
+    def now(self) -> datetime:
+        """The database's clock."""
+        return self.backend.now()
+
+    # -- steering -----------------------------------------------------------------------
+
+    def retry(self, job_id: int) -> None:
+        """Send a dead or cancelled job back to pending with fresh attempts."""
+        if not self.backend.jobs_retry(JobFilter(ids=(job_id,))):
+            raise InvalidTransition(job_id, self.get_job(job_id).state, "retry")
+
+    def retry_jobs(self, **where: Any) -> int:
+        """Retry every dead (and cancelled) job matching the filter; default: the whole DLQ."""
+        where.setdefault("state", JobState.DEAD)
+        return self.backend.jobs_retry(job_filter(**where))
+
+    def cancel(self, job_id: int) -> None:
+        """Cancel a job that has not started (waiting, scheduled or pending)."""
+        if not self.backend.jobs_cancel(JobFilter(ids=(job_id,))):
+            raise InvalidTransition(job_id, self.get_job(job_id).state, "cancel")
+
+    def cancel_jobs(self, **where: Any) -> int:
+        return self.backend.jobs_cancel(job_filter(**where))
+
+    def purge(self, **where: Any) -> int:
+        """Delete finished jobs matching the filter; default: the whole dead-letter queue."""
+        where.setdefault("state", JobState.DEAD)
+        return self.backend.jobs_purge(job_filter(**where))
+
+    # -- running ------------------------------------------------------------------------
+
+    def run_worker(self, **options: Any) -> None:
+        """Run a worker in this process until SIGTERM/SIGINT (see ``conveyor worker``)."""
+        from conveyor.worker import Worker
+
+        Worker(self, **options).run()
+
+
+def job_filter(
+    state: JobState | str | Sequence[JobState | str] | None = None,
+    queue: str | Sequence[str] | None = None,
+    type: str | Sequence[str] | None = None,
+    ids: Sequence[int] | None = None,
+    workflow_id: str | None = None,
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
+) -> JobFilter:
+    """Keyword filters as a JobFilter; unknown states are refused by JobState."""
+    return JobFilter(
+        states=tuple(JobState(s) for s in as_tuple(state)),
+        queues=as_tuple(queue),
+        types=as_tuple(type),
+        ids=tuple(int(i) for i in ids or ()),
+        workflow_id=workflow_id,
+        created_after=created_after,
+        created_before=created_before,
+    )
+
+
+def as_tuple(value: Any) -> tuple[Any, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return (value,)
+    return tuple(value)
+
+
+def new_workflow_id() -> str:
+    return uuid.uuid4().hex
+
+

@@ -1,0 +1,546 @@
+"""PostgresBackend: the shared store for many machines (psycopg 3, a pool, SKIP LOCKED, LISTEN/NOTIFY)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+from psycopg_pool import ConnectionPool
+
+from conveyor.backends import migrate
+from conveyor.backends.base import (
+    JOB_COLUMNS,
+    ClaimParams,
+    Inserted,
+    JobFilter,
+    Lease,
+    NewJob,
+    Outcome,
+    WorkerInfo,
+)
+from conveyor.errors import BackendError, BackendUnavailable
+from conveyor.job import Job, JobError, JobState
+
+log = logging.getLogger("conveyor.postgres")
+
+CHANNEL = "conveyor_jobs"
+MIGRATION_LOCK = 7_261_001  # pg_advisory_xact_lock key that serialises concurrent migrators
+FINISHED = "('completed','dead','cancelled')"
+J_COLUMNS = ", ".join(f"j.{c.strip()}" for c in JOB_COLUMNS.split(","))
+
+INSERT_JOBS = """
+INSERT INTO conveyor_jobs (type, queue, state, payload, priority, max_attempts, run_at, created_at,
+                           timeout, backoff, unique_key, unique_until, workflow_id, parent_id)
+SELECT r.type, r.queue, CASE WHEN r.at > now() THEN 'scheduled' ELSE 'pending' END, r.payload::jsonb,
+       r.priority, r.max_attempts, r.at, now(), r.timeout, r.backoff, r.unique_key,
+       CASE WHEN r.unique_for IS NULL THEN NULL ELSE now() + make_interval(secs => r.unique_for) END,
+       r.workflow_id, r.parent_id
+FROM (
+    SELECT u.*, coalesce(to_timestamp(u.run_at), now() + make_interval(secs => u.delay)) AS at
+    FROM unnest(%s::text[], %s::text[], %s::text[], %s::int4[], %s::int4[], %s::float8[], %s::float8[],
+                %s::float8[], %s::text[], %s::text[], %s::float8[], %s::text[], %s::int8[])
+         WITH ORDINALITY AS u(type, queue, payload, priority, max_attempts, delay, run_at,
+                              timeout, backoff, unique_key, unique_for, workflow_id, parent_id, ord)
+) AS r
+ORDER BY r.ord
+ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING
+RETURNING id, unique_key, state, queue
+"""
+
+STAGE_DUE = """
+UPDATE conveyor_jobs SET state = 'pending'
+WHERE id IN (SELECT id FROM conveyor_jobs WHERE state = 'scheduled' AND run_at <= now()
+             ORDER BY run_at LIMIT 1000 FOR UPDATE SKIP LOCKED)
+"""
+
+FINISH_JOB = f"""
+UPDATE conveyor_jobs SET
+    state = CASE WHEN %(state)s::text = 'pending' AND %(delay)s::float8 > 0 THEN 'scheduled' ELSE %(state)s::text END,
+    run_at = CASE WHEN %(state)s::text = 'pending' THEN now() + make_interval(secs => %(delay)s::float8) ELSE run_at END,
+    finished_at = CASE WHEN %(state)s::text IN {FINISHED} THEN now() ELSE NULL END,
+    attempt = attempt - %(refund)s::int4,
+    result = %(result)s::jsonb,
+    errors = CASE WHEN %(error)s::text IS NULL THEN errors ELSE errors || jsonb_build_array(jsonb_build_object(
+        'attempt', attempt, 'at', extract(epoch FROM now()), 'error', %(error)s::text,
+        'traceback', %(traceback)s::text, 'worker_id', %(worker_id)s::text)) END,
+    worker_id = NULL,
+    lease_expires_at = NULL
+WHERE id = %(id)s AND lease_token = %(token)s AND state = 'running'
+RETURNING id
+"""
+
+RESCUE = """
+UPDATE conveyor_jobs j SET
+    state = CASE WHEN j.attempt >= j.max_attempts THEN 'dead' ELSE 'pending' END,
+    finished_at = CASE WHEN j.attempt >= j.max_attempts THEN now() ELSE NULL END,
+    run_at = now(),
+    errors = j.errors || jsonb_build_array(jsonb_build_object('attempt', j.attempt, 'at', extract(epoch FROM now()),
+        'error', 'worker lost: its lease expired before the run finished', 'worker_id', j.worker_id)),
+    worker_id = NULL,
+    lease_expires_at = NULL
+FROM (SELECT id FROM conveyor_jobs WHERE state = 'running' AND lease_expires_at < now()
+      LIMIT %s FOR UPDATE SKIP LOCKED) AS lost
+WHERE j.id = lost.id
+RETURNING j.id, j.state, j.queue
+"""
+
+
+class PostgresBackend:
+    """Many workers on many machines share one PostgreSQL database.
+
+    Claims lock with ``FOR UPDATE SKIP LOCKED`` so workers never wait on each other;
+    enqueues NOTIFY in their own transaction and idle workers LISTEN, with a poll behind it.
+    """
+
+    flavour = "postgres"
+
+    def __init__(self, url: str, pool_size: int = 10) -> None:
+        self.url = url
+        try:
+            self.pool = ConnectionPool(
+                url, min_size=1, max_size=pool_size, open=False, kwargs={"autocommit": False}, name="conveyor"
+            )
+            self.pool.open(wait=False)
+        except psycopg.Error as exc:
+            raise BackendUnavailable(f"PostgreSQL: {exc}") from exc
+        self._listeners: list[Callable[[], None]] = []
+        self._listen_lock = threading.Lock()
+        self._listen_thread: threading.Thread | None = None
+        self._closing = threading.Event()
+        self._migrated = False
+
+    # -- connections -------------------------------------------------------------------
+
+    @contextmanager
+    def _conn(self) -> Iterator[psycopg.Connection[Any]]:
+        """A pooled connection in one transaction, driver errors translated."""
+        if not self._migrated:
+            self.migrate()
+        try:
+            with self.pool.connection(timeout=30) as conn:
+                yield conn
+        except psycopg.OperationalError as exc:
+            raise BackendUnavailable(f"PostgreSQL unavailable: {exc}") from exc
+        except psycopg.Error as exc:
+            raise BackendError(f"PostgreSQL: {exc}") from exc
+        except TimeoutError as exc:  # psycopg_pool.PoolTimeout
+            raise BackendUnavailable(f"PostgreSQL: no connection within 30 s: {exc}") from exc
+
+    @contextmanager
+    def transaction(self) -> Iterator[psycopg.Connection[Any]]:
+        """A pooled connection inside a transaction; pass it as ``connection=``."""
+        with self._conn() as conn:
+            yield conn
+
+    def close(self) -> None:
+        self._closing.set()
+        if self._listen_thread is not None:
+            self._listen_thread.join(timeout=5)
+        self.pool.close()
+
+    def now(self) -> datetime:
+        with self._conn() as conn:
+            row = conn.execute("SELECT now()").fetchone()
+            assert row is not None
+            return row[0]  # type: ignore[no-any-return]
+
+    # -- migrations ---------------------------------------------------------------------
+
+    def migrate(self) -> list[int]:
+        self._migrated = True
+        applied: list[int] = []
+        try:
+            with self.pool.connection(timeout=30) as conn:
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+                conn.execute(
+                    "CREATE TABLE IF NOT EXISTS conveyor_migrations "
+                    "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+                )
+                done = {r[0] for r in conn.execute("SELECT version FROM conveyor_migrations")}
+                for migration in migrate.load(self.flavour):
+                    if migration.version in done:
+                        continue
+                    conn.execute(migration.sql.encode())
+                    conn.execute(
+                        "INSERT INTO conveyor_migrations (version, name) VALUES (%s, %s)", (migration.version, migration.name)
+                    )
+                    applied.append(migration.version)
+        except psycopg.OperationalError as exc:
+            self._migrated = False
+            raise BackendUnavailable(f"PostgreSQL unavailable: {exc}") from exc
+        except psycopg.Error as exc:
+            self._migrated = False
+            raise BackendError(f"PostgreSQL migration failed: {exc}") from exc
+        return applied
+
+    def migrations_applied(self) -> list[int]:
+        with self._conn() as conn:
+            return [r[0] for r in conn.execute("SELECT version FROM conveyor_migrations ORDER BY version")]
+
+    # -- enqueue ------------------------------------------------------------------------
+
+    def jobs_insert(self, jobs: Sequence[NewJob], connection: Any = None) -> list[Inserted]:
+        if not jobs:
+            return []
+        if connection is not None:
+            try:
+                return self._insert(connection, jobs)
+            except psycopg.Error as exc:
+                raise BackendError(f"PostgreSQL: {exc}") from exc
+        with self._conn() as conn:
+            return self._insert(conn, jobs)
+
+    def _insert(self, conn: psycopg.Connection[Any], jobs: Sequence[NewJob]) -> list[Inserted]:
+        keys = [j.unique_key for j in jobs if j.unique_key is not None]
+        if keys:
+            conn.execute(
+                "UPDATE conveyor_jobs SET unique_key = NULL WHERE unique_key = ANY(%s) AND unique_until <= now()", (keys,)
+            )
+        rows = conn.execute(
+            INSERT_JOBS,
+            (
+                [j.type for j in jobs],
+                [j.queue for j in jobs],
+                [j.payload for j in jobs],
+                [j.priority for j in jobs],
+                [j.max_attempts for j in jobs],
+                [j.delay for j in jobs],
+                [j.run_at for j in jobs],
+                [j.timeout for j in jobs],
+                [j.backoff for j in jobs],
+                [j.unique_key for j in jobs],
+                [j.unique_for for j in jobs],
+                [j.workflow_id for j in jobs],
+                [j.parent_id for j in jobs],
+            ),
+        ).fetchall()
+        ready_queues = sorted({r[3] for r in rows if r[2] == "pending"})
+        if ready_queues:
+            conn.execute("SELECT pg_notify(%s, q) FROM unnest(%s::text[]) AS q", (CHANNEL, ready_queues))
+        if len(rows) == len(jobs):  # nothing deduplicated: ids follow the insert order
+            return [Inserted(r[0]) for r in sorted(rows)]
+        return self._match_inserted(conn, jobs, rows)
+
+    @staticmethod
+    def _match_inserted(conn: psycopg.Connection[Any], jobs: Sequence[NewJob], rows: list[Any]) -> list[Inserted]:
+        """Give each NewJob its id when some were deduplicated by their unique key."""
+        new_ids = iter(sorted(r[0] for r in rows))
+        fresh_keys = {r[1] for r in rows if r[1] is not None}
+        existing = dict(
+            conn.execute(
+                "SELECT unique_key, id FROM conveyor_jobs WHERE unique_key = ANY(%s)",
+                ([j.unique_key for j in jobs if j.unique_key is not None],),
+            ).fetchall()
+        )
+        out: list[Inserted] = []
+        for job in jobs:
+            if job.unique_key is None:
+                out.append(Inserted(next(new_ids)))
+            elif job.unique_key in fresh_keys:
+                fresh_keys.discard(job.unique_key)
+                out.append(Inserted(next(new_ids)))
+            else:
+                out.append(Inserted(existing[job.unique_key], existing=True))
+        return out
+
+    # -- the life of a run --------------------------------------------------------------
+
+    def jobs_claim(self, params: ClaimParams) -> list[Job]:
+        branch = (
+            "(SELECT id, priority FROM conveyor_jobs WHERE state = 'pending' AND queue = %s "
+            "ORDER BY priority DESC, id LIMIT %s FOR UPDATE SKIP LOCKED)"
+        )
+        sql = f"""
+            UPDATE conveyor_jobs j SET state = 'running', attempt = j.attempt + 1, lease_token = j.lease_token + 1,
+                   worker_id = %s, attempted_at = now(), lease_expires_at = now() + make_interval(secs => %s)
+            FROM (SELECT id FROM ({" UNION ALL ".join([branch] * len(params.queues))}) AS c
+                  ORDER BY priority DESC, id LIMIT %s) AS picked
+            WHERE j.id = picked.id
+            RETURNING {J_COLUMNS}
+        """
+        args: list[Any] = [params.worker_id, params.lease_seconds]
+        for queue in params.queues:
+            args += [queue, params.limit]
+        args.append(params.limit)
+        with self._conn() as conn:
+            conn.execute(STAGE_DUE)
+            rows = conn.execute(sql, args).fetchall()
+        jobs = [self._job(r) for r in rows]
+        jobs.sort(key=lambda j: (-j.priority, j.id))
+        return jobs
+
+    def jobs_finish(self, outcomes: Sequence[Outcome]) -> list[int]:
+        if not outcomes:
+            return []
+        with self._conn() as conn:
+            with conn.cursor() as cur:
+                cur.executemany(
+                    FINISH_JOB,
+                    [
+                        {
+                            "id": o.lease.job_id,
+                            "token": o.lease.token,
+                            "state": o.state.value,
+                            "delay": float(o.delay),
+                            "refund": 1 if o.refund else 0,
+                            "result": o.result,
+                            "error": o.error,
+                            "traceback": o.traceback,
+                            "worker_id": o.worker_id,
+                        }
+                        for o in outcomes
+                    ],
+                    returning=True,
+                )
+                won_set: set[int] = set()
+                while True:
+                    row = cur.fetchone()
+                    if row is not None:
+                        won_set.add(row[0])
+                    if not cur.nextset():
+                        break
+            children = [c for o in outcomes if o.lease.job_id in won_set for c in o.children]
+            if children:
+                self._insert(conn, children)
+            if any(o.state is JobState.PENDING and o.delay <= 0 for o in outcomes):
+                conn.execute("SELECT pg_notify(%s, '')", (CHANNEL,))
+        return [o.lease.job_id for o in outcomes if o.lease.job_id in won_set]
+
+    def leases_renew(self, leases: Sequence[Lease], seconds: float) -> list[int]:
+        if not leases:
+            return []
+        with self._conn() as conn:
+            rows = conn.execute(
+                "UPDATE conveyor_jobs j SET lease_expires_at = now() + make_interval(secs => %s) "
+                "FROM unnest(%s::int8[], %s::int8[]) AS l(id, token) "
+                "WHERE j.id = l.id AND j.lease_token = l.token AND j.state = 'running' RETURNING j.id",
+                (seconds, [x.job_id for x in leases], [x.token for x in leases]),
+            ).fetchall()
+        return [r[0] for r in rows]
+
+    def jobs_release(self, leases: Sequence[Lease]) -> int:
+        if not leases:
+            return 0
+        with self._conn() as conn:
+            cur = conn.execute(
+                "UPDATE conveyor_jobs j SET state = 'pending', attempt = j.attempt - 1, run_at = now(), "
+                "worker_id = NULL, lease_expires_at = NULL FROM unnest(%s::int8[], %s::int8[]) AS l(id, token) "
+                "WHERE j.id = l.id AND j.lease_token = l.token AND j.state = 'running'",
+                ([x.job_id for x in leases], [x.token for x in leases]),
+            )
+            if cur.rowcount:
+                conn.execute("SELECT pg_notify(%s, '')", (CHANNEL,))
+            return cur.rowcount
+
+    def jobs_rescue(self, limit: int = 1000) -> list[int]:
+        with self._conn() as conn:
+            rows = conn.execute(RESCUE, (limit,)).fetchall()
+            if any(r[1] == "pending" for r in rows):
+                conn.execute("SELECT pg_notify(%s, '')", (CHANNEL,))
+        return [r[0] for r in rows]
+
+    def job_progress(self, lease: Lease, progress: str) -> bool:
+        with self._conn() as conn:
+            cur = conn.execute(
+                "UPDATE conveyor_jobs SET progress = %s::jsonb WHERE id = %s AND lease_token = %s AND state = 'running'",
+                (progress, lease.job_id, lease.token),
+            )
+            return bool(cur.rowcount)
+
+    # -- marks --------------------------------------------------------------------------
+
+    def mark_get(self, job_id: int, key: str) -> tuple[bool, str | None]:
+        with self._conn() as conn:
+            row = conn.execute(
+                "SELECT value::text FROM conveyor_marks WHERE job_id = %s AND key = %s", (job_id, key)
+            ).fetchone()
+        return (False, None) if row is None else (True, row[0])
+
+    def mark_put(self, lease: Lease, key: str, value: str | None) -> bool:
+        with self._conn() as conn:
+            cur = conn.execute(
+                "INSERT INTO conveyor_marks (job_id, key, value, created_at) SELECT %s, %s, %s::jsonb, now() "
+                "WHERE EXISTS (SELECT 1 FROM conveyor_jobs WHERE id = %s AND lease_token = %s AND state = 'running') "
+                "ON CONFLICT (job_id, key) DO NOTHING",
+                (lease.job_id, key, value, lease.job_id, lease.token),
+            )
+            return bool(cur.rowcount)
+
+    # -- reading and steering -----------------------------------------------------------
+
+    def job_get(self, job_id: int) -> Job | None:
+        with self._conn() as conn:
+            row = conn.execute(f"SELECT {JOB_COLUMNS} FROM conveyor_jobs WHERE id = %s", (job_id,)).fetchone()
+        return None if row is None else self._job(row)
+
+    def jobs_list(self, where: JobFilter, limit: int = 100, before_id: int | None = None) -> list[Job]:
+        clause, args = self._where(where)
+        if before_id is not None:
+            clause += " AND id < %s"
+            args.append(before_id)
+        with self._conn() as conn:
+            rows = conn.execute(
+                f"SELECT {JOB_COLUMNS} FROM conveyor_jobs WHERE {clause} ORDER BY id DESC LIMIT %s", (*args, limit)
+            ).fetchall()
+        return [self._job(r) for r in rows]
+
+    def jobs_count(self, where: JobFilter) -> int:
+        clause, args = self._where(where)
+        with self._conn() as conn:
+            row = conn.execute(f"SELECT count(*) FROM conveyor_jobs WHERE {clause}", args).fetchone()
+        assert row is not None
+        return int(row[0])
+
+    def jobs_retry(self, where: JobFilter) -> int:
+        clause, args = self._where(where)
+        with self._conn() as conn:
+            cur = conn.execute(
+                "UPDATE conveyor_jobs SET state = 'pending', attempt = 0, run_at = now(), finished_at = NULL "
+                f"WHERE {clause} AND state IN ('dead', 'cancelled')",
+                args,
+            )
+            if cur.rowcount:
+                conn.execute("SELECT pg_notify(%s, '')", (CHANNEL,))
+            return cur.rowcount
+
+    def jobs_cancel(self, where: JobFilter) -> int:
+        clause, args = self._where(where)
+        with self._conn() as conn:
+            return conn.execute(
+                "UPDATE conveyor_jobs SET state = 'cancelled', finished_at = now(), "
+                "errors = errors || jsonb_build_array(jsonb_build_object('attempt', attempt, 'at', extract(epoch FROM now()), "
+                f"'error', 'cancelled')) WHERE {clause} AND state IN ('waiting', 'scheduled', 'pending')",
+                args,
+            ).rowcount
+
+    def jobs_purge(self, where: JobFilter) -> int:
+        clause, args = self._where(where)
+        with self._conn() as conn:
+            conn.execute(
+                "DELETE FROM conveyor_marks WHERE job_id IN "
+                f"(SELECT id FROM conveyor_jobs WHERE {clause} AND state IN {FINISHED})",
+                args,
+            )
+            return conn.execute(f"DELETE FROM conveyor_jobs WHERE {clause} AND state IN {FINISHED}", args).rowcount
+
+    @staticmethod
+    def _where(f: JobFilter) -> tuple[str, list[Any]]:
+        """A WHERE clause whose values are all bound parameters, never SQL text."""
+        parts = ["true"]
+        args: list[Any] = []
+        for column, values, cast in (
+            ("state", [s.value for s in f.states], "text[]"),
+            ("queue", list(f.queues), "text[]"),
+            ("type", list(f.types), "text[]"),
+            ("id", list(f.ids), "int8[]"),
+        ):
+            if values:
+                parts.append(f"{column} = ANY(%s::{cast})")
+                args.append(values)
+        if f.workflow_id is not None:
+            parts.append("workflow_id = %s")
+            args.append(f.workflow_id)
+        if f.created_after is not None:
+            parts.append("created_at >= %s")
+            args.append(f.created_after)
+        if f.created_before is not None:
+            parts.append("created_at < %s")
+            args.append(f.created_before)
+        return " AND ".join(parts), args
+
+    # -- workers ------------------------------------------------------------------------
+
+    def workers_heartbeat(self, info: WorkerInfo) -> None:
+        with self._conn() as conn:
+            conn.execute(
+                """INSERT INTO conveyor_workers (id, host, pid, queues, concurrency, running, started_at, heartbeat_at, meta)
+                   VALUES (%s, %s, %s, %s, %s, %s, now(), now(), %s)
+                   ON CONFLICT (id) DO UPDATE SET running = excluded.running, heartbeat_at = excluded.heartbeat_at,
+                                                  meta = excluded.meta""",
+                (info.id, info.host, info.pid, list(info.queues), info.concurrency, info.running, Jsonb(info.meta)),
+            )
+
+    def workers_remove(self, worker_id: str) -> None:
+        with self._conn() as conn:
+            conn.execute("DELETE FROM conveyor_workers WHERE id = %s", (worker_id,))
+
+    def workers_list(self) -> list[WorkerInfo]:
+        with self._conn() as conn:
+            rows = conn.execute(
+                "SELECT id, host, pid, queues, concurrency, running, started_at, heartbeat_at, meta "
+                "FROM conveyor_workers ORDER BY started_at"
+            ).fetchall()
+        return [WorkerInfo(r[0], r[1], r[2], tuple(r[3]), r[4], r[5], r[6], r[7], r[8]) for r in rows]
+
+    # -- waking -------------------------------------------------------------------------
+
+    def listen(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback`` on every NOTIFY from an enqueue anywhere (one LISTEN connection)."""
+        with self._listen_lock:
+            self._listeners.append(callback)
+            if self._listen_thread is None:
+                self._listen_thread = threading.Thread(target=self._listen_loop, name="conveyor-listen", daemon=True)
+                self._listen_thread.start()
+
+        def stop() -> None:
+            with self._listen_lock:
+                if callback in self._listeners:
+                    self._listeners.remove(callback)
+
+        return stop
+
+    def _listen_loop(self) -> None:
+        delay = 0.1
+        while not self._closing.is_set():
+            try:
+                with psycopg.connect(self.url, autocommit=True) as conn:
+                    conn.execute(f"LISTEN {CHANNEL}")
+                    delay = 0.1
+                    self._fire()  # anything enqueued while we were not listening
+                    while not self._closing.is_set():
+                        for _ in conn.notifies(timeout=0.5, stop_after=1):
+                            self._fire()
+            except psycopg.Error as exc:
+                log.warning("LISTEN connection lost (%s); reconnecting in %.1f s", exc, delay)
+                self._closing.wait(delay)
+                delay = min(delay * 2, 5.0)
+
+    def _fire(self) -> None:
+        for callback in list(self._listeners):
+            callback()
+
+    # -- rows ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _job(r: Sequence[Any]) -> Job:
+        return Job(
+            id=r[0],
+            type=r[1],
+            queue=r[2],
+            state=JobState(r[3]),
+            payload=r[4],
+            priority=r[5],
+            attempt=r[6],
+            max_attempts=r[7],
+            run_at=r[8],
+            created_at=r[9],
+            attempted_at=r[10],
+            finished_at=r[11],
+            lease_token=r[12],
+            lease_expires_at=r[13],
+            worker_id=r[14],
+            timeout=r[15],
+            unique_key=r[16],
+            workflow_id=r[17],
+            parent_id=r[18],
+            progress=r[19],
+            result=r[20],
+            errors=tuple(JobError.from_dict(e) for e in r[21]),
+            backoff=r[22],
+        )

@@ -1,0 +1,511 @@
+"""SQLiteBackend: the embedded store (stdlib sqlite3, WAL, BEGIN IMMEDIATE, UPDATE … RETURNING)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from conveyor.backends import migrate
+from conveyor.backends.base import (
+    JOB_COLUMNS,
+    ClaimParams,
+    Inserted,
+    JobFilter,
+    Lease,
+    NewJob,
+    Outcome,
+    WorkerInfo,
+)
+from conveyor.errors import BackendError, ConfigError
+from conveyor.job import Job, JobError, JobState
+from conveyor.timeutil import from_epoch, to_epoch
+
+NOW = "((julianday('now') - 2440587.5) * 86400.0)"
+"""The database's clock in epoch seconds (``unixepoch('subsec')`` returns NULL on SQLite 3.40)."""
+
+FINISHED = "('completed','dead','cancelled')"
+
+INSERT_JOB = f"""
+INSERT INTO conveyor_jobs (type, queue, state, payload, priority, max_attempts, run_at, created_at,
+                           timeout, backoff, unique_key, unique_until, workflow_id, parent_id)
+SELECT :type, :queue,
+       CASE WHEN r.at > {NOW} THEN 'scheduled' ELSE 'pending' END,
+       :payload, :priority, :max_attempts, r.at, {NOW}, :timeout, :backoff, :unique_key,
+       CASE WHEN :unique_for IS NULL THEN NULL ELSE {NOW} + :unique_for END,
+       :workflow_id, :parent_id
+FROM (SELECT coalesce(:run_at, {NOW} + :delay) AS at) AS r
+WHERE true
+ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING
+RETURNING id
+"""
+
+RELEASE_EXPIRED_UNIQUE = f"UPDATE conveyor_jobs SET unique_key = NULL WHERE unique_key = ? AND unique_until <= {NOW}"
+
+STAGE_DUE = f"""
+UPDATE conveyor_jobs SET state = 'pending'
+WHERE id IN (SELECT id FROM conveyor_jobs WHERE state = 'scheduled' AND run_at <= {NOW} ORDER BY run_at LIMIT 1000)
+"""
+
+FINISH_JOB = f"""
+UPDATE conveyor_jobs SET
+    state = CASE WHEN :state = 'pending' AND :delay > 0 THEN 'scheduled' ELSE :state END,
+    run_at = CASE WHEN :state = 'pending' THEN {NOW} + :delay ELSE run_at END,
+    finished_at = CASE WHEN :state IN {FINISHED} THEN {NOW} ELSE NULL END,
+    attempt = attempt - :refund,
+    result = :result,
+    errors = CASE WHEN :error IS NULL THEN errors ELSE json_insert(errors, '$[#]', json_object(
+        'attempt', attempt, 'at', {NOW}, 'error', :error, 'traceback', :traceback, 'worker_id', :worker_id)) END,
+    worker_id = NULL,
+    lease_expires_at = NULL
+WHERE id = :id AND lease_token = :token AND state = 'running'
+RETURNING id
+"""
+
+RESCUE = f"""
+UPDATE conveyor_jobs SET
+    state = CASE WHEN attempt >= max_attempts THEN 'dead' ELSE 'pending' END,
+    finished_at = CASE WHEN attempt >= max_attempts THEN {NOW} ELSE NULL END,
+    run_at = {NOW},
+    errors = json_insert(errors, '$[#]', json_object('attempt', attempt, 'at', {NOW},
+        'error', 'worker lost: its lease expired before the run finished', 'worker_id', worker_id)),
+    worker_id = NULL,
+    lease_expires_at = NULL
+WHERE id IN (SELECT id FROM conveyor_jobs WHERE state = 'running' AND lease_expires_at < {NOW} LIMIT ?)
+RETURNING id
+"""
+
+
+def path_from_url(url: str) -> str:
+    """``sqlite:///relative.db``, ``sqlite:////abs/path.db`` or ``sqlite:///:memory:``-free paths."""
+    parts = urlsplit(url)
+    if parts.scheme != "sqlite":
+        raise ConfigError("database_url", f"not a sqlite URL: {url!r}")
+    path = unquote(parts.path)
+    if path.startswith("/"):
+        path = path[1:]
+    if not path or path == ":memory:":
+        raise ConfigError("database_url", "SQLite needs a file (workers are separate processes): sqlite:///path/to.db")
+    return path
+
+
+class SQLiteBackend:
+    """One SQLite file shared by every process on a machine.
+
+    Each thread gets its own connection in autocommit mode; every write is one
+    ``BEGIN IMMEDIATE`` transaction, so writers queue on the busy timeout instead of
+    failing on a lock upgrade.
+    """
+
+    flavour = "sqlite"
+
+    def __init__(self, url: str, busy_timeout: float = 30.0) -> None:
+        self.url = url
+        self.path = path_from_url(url)
+        self.busy_timeout = busy_timeout
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._listeners: list[Callable[[], None]] = []
+        self._migrated = False
+
+    # -- connections -------------------------------------------------------------------
+
+    def connect(self) -> sqlite3.Connection:
+        """A new connection with Conveyor's settings (also for callers' own transactions)."""
+        directory = os.path.dirname(os.path.abspath(self.path))
+        os.makedirs(directory, exist_ok=True)
+        conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False)
+        conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = FULL")  # a committed job survives power loss
+        conn.execute("PRAGMA foreign_keys = ON")
+        return conn
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self.connect()
+            self._local.conn = conn
+            with self._lock:
+                self._all.append(conn)
+            if not self._migrated:
+                self.migrate()
+        return conn
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        conn = self.conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise BackendError(f"SQLite: could not start a write transaction: {exc}") from exc
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        else:
+            conn.execute("COMMIT")
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction on this thread's connection; pass it as ``connection=``."""
+        with self._write() as conn:
+            yield conn
+        self._notify()
+
+    def close(self) -> None:
+        with self._lock:
+            for conn in self._all:
+                try:
+                    conn.close()
+                except sqlite3.Error:
+                    pass
+            self._all.clear()
+        self._local = threading.local()
+
+    def now(self) -> datetime:
+        return from_epoch(self.conn.execute(f"SELECT {NOW}").fetchone()[0])
+
+    # -- migrations ---------------------------------------------------------------------
+
+    def migrate(self) -> list[int]:
+        """Apply missing migrations under one write lock, so concurrent starters agree."""
+        self._migrated = True
+        conn = self.conn
+        applied: list[int] = []
+        with self._write():
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS conveyor_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)"
+            )
+            done = {row[0] for row in conn.execute("SELECT version FROM conveyor_migrations")}
+            for migration in migrate.load(self.flavour):
+                if migration.version in done:
+                    continue
+                for statement in split_statements(migration.sql):
+                    conn.execute(statement)
+                conn.execute(
+                    f"INSERT INTO conveyor_migrations (version, name, applied_at) VALUES (?, ?, {NOW})",
+                    (migration.version, migration.name),
+                )
+                applied.append(migration.version)
+        return applied
+
+    def migrations_applied(self) -> list[int]:
+        return [r[0] for r in self.conn.execute("SELECT version FROM conveyor_migrations ORDER BY version")]
+
+    # -- enqueue ------------------------------------------------------------------------
+
+    def jobs_insert(self, jobs: Sequence[NewJob], connection: Any = None) -> list[Inserted]:
+        if connection is not None:
+            return self._insert(connection, jobs)
+        with self._write() as conn:
+            inserted = self._insert(conn, jobs)
+        self._notify()
+        return inserted
+
+    def _insert(self, conn: sqlite3.Connection, jobs: Sequence[NewJob]) -> list[Inserted]:
+        out: list[Inserted] = []
+        for job in jobs:
+            if job.unique_key is not None:
+                conn.execute(RELEASE_EXPIRED_UNIQUE, (job.unique_key,))
+            row = conn.execute(
+                INSERT_JOB,
+                {
+                    "type": job.type,
+                    "queue": job.queue,
+                    "payload": job.payload,
+                    "priority": job.priority,
+                    "max_attempts": job.max_attempts,
+                    "run_at": job.run_at,
+                    "delay": job.delay,
+                    "timeout": job.timeout,
+                    "backoff": job.backoff,
+                    "unique_key": job.unique_key,
+                    "unique_for": job.unique_for,
+                    "workflow_id": job.workflow_id,
+                    "parent_id": job.parent_id,
+                },
+            ).fetchone()
+            if row is None:  # deduplicated by its unique key
+                existing = conn.execute("SELECT id FROM conveyor_jobs WHERE unique_key = ?", (job.unique_key,)).fetchone()
+                out.append(Inserted(existing[0], existing=True))
+            else:
+                out.append(Inserted(row[0]))
+        return out
+
+    # -- the life of a run --------------------------------------------------------------
+
+    def jobs_claim(self, params: ClaimParams) -> list[Job]:
+        branches = " UNION ALL ".join(
+            "SELECT * FROM (SELECT id, priority FROM conveyor_jobs WHERE state = 'pending' AND queue = ? "
+            "ORDER BY priority DESC, id LIMIT ?)"
+            for _ in params.queues
+        )
+        sql = f"""
+            UPDATE conveyor_jobs SET state = 'running', attempt = attempt + 1, lease_token = lease_token + 1,
+                   worker_id = ?, attempted_at = {NOW}, lease_expires_at = {NOW} + ?
+            WHERE id IN (SELECT id FROM ({branches}) ORDER BY priority DESC, id LIMIT ?)
+            RETURNING {JOB_COLUMNS}
+        """
+        args: list[Any] = [params.worker_id, params.lease_seconds]
+        for queue in params.queues:
+            args += [queue, params.limit]
+        args.append(params.limit)
+        with self._write() as conn:
+            conn.execute(STAGE_DUE)
+            rows = conn.execute(sql, args).fetchall()
+        jobs = [self._job(r) for r in rows]
+        jobs.sort(key=lambda j: (-j.priority, j.id))
+        return jobs
+
+    def jobs_finish(self, outcomes: Sequence[Outcome]) -> list[int]:
+        won: list[int] = []
+        with self._write() as conn:
+            for o in outcomes:
+                row = conn.execute(
+                    FINISH_JOB,
+                    {
+                        "id": o.lease.job_id,
+                        "token": o.lease.token,
+                        "state": o.state.value,
+                        "delay": o.delay,
+                        "refund": 1 if o.refund else 0,
+                        "result": o.result,
+                        "error": o.error,
+                        "traceback": o.traceback,
+                        "worker_id": o.worker_id,
+                    },
+                ).fetchone()
+                if row is not None:
+                    won.append(row[0])
+                    if o.children:
+                        self._insert(conn, o.children)
+        if any(o.children or o.state is JobState.PENDING for o in outcomes):
+            self._notify()
+        return won
+
+    def leases_renew(self, leases: Sequence[Lease], seconds: float) -> list[int]:
+        held: list[int] = []
+        with self._write() as conn:
+            for lease in leases:
+                row = conn.execute(
+                    f"UPDATE conveyor_jobs SET lease_expires_at = {NOW} + ? "
+                    "WHERE id = ? AND lease_token = ? AND state = 'running' RETURNING id",
+                    (seconds, lease.job_id, lease.token),
+                ).fetchone()
+                if row is not None:
+                    held.append(row[0])
+        return held
+
+    def jobs_release(self, leases: Sequence[Lease]) -> int:
+        count = 0
+        with self._write() as conn:
+            for lease in leases:
+                count += conn.execute(
+                    f"UPDATE conveyor_jobs SET state = 'pending', attempt = attempt - 1, run_at = {NOW}, "
+                    "worker_id = NULL, lease_expires_at = NULL WHERE id = ? AND lease_token = ? AND state = 'running'",
+                    (lease.job_id, lease.token),
+                ).rowcount
+        if count:
+            self._notify()
+        return count
+
+    def jobs_rescue(self, limit: int = 1000) -> list[int]:
+        with self._write() as conn:
+            ids = [r[0] for r in conn.execute(RESCUE, (limit,)).fetchall()]
+        if ids:
+            self._notify()
+        return ids
+
+    def job_progress(self, lease: Lease, progress: str) -> bool:
+        with self._write() as conn:
+            return bool(
+                conn.execute(
+                    "UPDATE conveyor_jobs SET progress = ? WHERE id = ? AND lease_token = ? AND state = 'running'",
+                    (progress, lease.job_id, lease.token),
+                ).rowcount
+            )
+
+    # -- marks --------------------------------------------------------------------------
+
+    def mark_get(self, job_id: int, key: str) -> tuple[bool, str | None]:
+        row = self.conn.execute("SELECT value FROM conveyor_marks WHERE job_id = ? AND key = ?", (job_id, key)).fetchone()
+        return (False, None) if row is None else (True, row[0])
+
+    def mark_put(self, lease: Lease, key: str, value: str | None) -> bool:
+        with self._write() as conn:
+            return bool(
+                conn.execute(
+                    f"INSERT INTO conveyor_marks (job_id, key, value, created_at) SELECT ?, ?, ?, {NOW} "
+                    "WHERE EXISTS (SELECT 1 FROM conveyor_jobs WHERE id = ? AND lease_token = ? AND state = 'running') "
+                    "ON CONFLICT (job_id, key) DO NOTHING",
+                    (lease.job_id, key, value, lease.job_id, lease.token),
+                ).rowcount
+            )
+
+    # -- reading and steering -----------------------------------------------------------
+
+    def job_get(self, job_id: int) -> Job | None:
+        row = self.conn.execute(f"SELECT {JOB_COLUMNS} FROM conveyor_jobs WHERE id = ?", (job_id,)).fetchone()
+        return None if row is None else self._job(row)
+
+    def jobs_list(self, where: JobFilter, limit: int = 100, before_id: int | None = None) -> list[Job]:
+        clause, args = self._where(where)
+        if before_id is not None:
+            clause += " AND id < ?"
+            args.append(before_id)
+        rows = self.conn.execute(
+            f"SELECT {JOB_COLUMNS} FROM conveyor_jobs WHERE {clause} ORDER BY id DESC LIMIT ?", (*args, limit)
+        ).fetchall()
+        return [self._job(r) for r in rows]
+
+    def jobs_count(self, where: JobFilter) -> int:
+        clause, args = self._where(where)
+        return int(self.conn.execute(f"SELECT count(*) FROM conveyor_jobs WHERE {clause}", args).fetchone()[0])
+
+    def jobs_retry(self, where: JobFilter) -> int:
+        clause, args = self._where(where)
+        with self._write() as conn:
+            count = conn.execute(
+                f"UPDATE conveyor_jobs SET state = 'pending', attempt = 0, run_at = {NOW}, finished_at = NULL "
+                f"WHERE {clause} AND state IN ('dead', 'cancelled')",
+                args,
+            ).rowcount
+        if count:
+            self._notify()
+        return count
+
+    def jobs_cancel(self, where: JobFilter) -> int:
+        clause, args = self._where(where)
+        with self._write() as conn:
+            return conn.execute(
+                f"UPDATE conveyor_jobs SET state = 'cancelled', finished_at = {NOW}, "
+                f"errors = json_insert(errors, '$[#]', json_object('attempt', attempt, 'at', {NOW}, 'error', 'cancelled')) "
+                f"WHERE {clause} AND state IN ('waiting', 'scheduled', 'pending')",
+                args,
+            ).rowcount
+
+    def jobs_purge(self, where: JobFilter) -> int:
+        clause, args = self._where(where)
+        with self._write() as conn:
+            conn.execute(
+                f"DELETE FROM conveyor_marks WHERE job_id IN (SELECT id FROM conveyor_jobs WHERE {clause} AND state IN {FINISHED})",
+                args,
+            )
+            return conn.execute(f"DELETE FROM conveyor_jobs WHERE {clause} AND state IN {FINISHED}", args).rowcount
+
+    @staticmethod
+    def _where(f: JobFilter) -> tuple[str, list[Any]]:
+        """A WHERE clause whose values are all bound parameters, never SQL text."""
+        parts = ["1 = 1"]
+        args: list[Any] = []
+        for column, values in (("state", [s.value for s in f.states]), ("queue", f.queues), ("type", f.types), ("id", f.ids)):
+            if values:
+                parts.append(f"{column} IN ({','.join('?' * len(values))})")
+                args.extend(values)
+        if f.workflow_id is not None:
+            parts.append("workflow_id = ?")
+            args.append(f.workflow_id)
+        if f.created_after is not None:
+            parts.append("created_at >= ?")
+            args.append(to_epoch(f.created_after))
+        if f.created_before is not None:
+            parts.append("created_at < ?")
+            args.append(to_epoch(f.created_before))
+        return " AND ".join(parts), args
+
+    # -- workers ------------------------------------------------------------------------
+
+    def workers_heartbeat(self, info: WorkerInfo) -> None:
+        with self._write() as conn:
+            conn.execute(
+                f"""INSERT INTO conveyor_workers (id, host, pid, queues, concurrency, running, started_at, heartbeat_at, meta)
+                    VALUES (?, ?, ?, ?, ?, ?, {NOW}, {NOW}, ?)
+                    ON CONFLICT (id) DO UPDATE SET running = excluded.running, heartbeat_at = excluded.heartbeat_at,
+                                                   meta = excluded.meta""",
+                (info.id, info.host, info.pid, json.dumps(list(info.queues)), info.concurrency, info.running, json.dumps(info.meta)),
+            )
+
+    def workers_remove(self, worker_id: str) -> None:
+        with self._write() as conn:
+            conn.execute("DELETE FROM conveyor_workers WHERE id = ?", (worker_id,))
+
+    def workers_list(self) -> list[WorkerInfo]:
+        rows = self.conn.execute(
+            "SELECT id, host, pid, queues, concurrency, running, started_at, heartbeat_at, meta FROM conveyor_workers ORDER BY started_at"
+        ).fetchall()
+        return [
+            WorkerInfo(r[0], r[1], r[2], tuple(json.loads(r[3])), r[4], r[5], from_epoch(r[6]), from_epoch(r[7]), json.loads(r[8]))
+            for r in rows
+        ]
+
+    # -- waking -------------------------------------------------------------------------
+
+    def listen(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """In-process only: an enqueue from this process wakes its idle workers at once."""
+        with self._lock:
+            self._listeners.append(callback)
+
+        def stop() -> None:
+            with self._lock:
+                if callback in self._listeners:
+                    self._listeners.remove(callback)
+
+        return stop
+
+    def _notify(self) -> None:
+        for callback in list(self._listeners):
+            callback()
+
+    # -- rows ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _job(r: Sequence[Any]) -> Job:
+        return Job(
+            id=r[0],
+            type=r[1],
+            queue=r[2],
+            state=JobState(r[3]),
+            payload=json.loads(r[4]),
+            priority=r[5],
+            attempt=r[6],
+            max_attempts=r[7],
+            run_at=from_epoch(r[8]),
+            created_at=from_epoch(r[9]),
+            attempted_at=None if r[10] is None else from_epoch(r[10]),
+            finished_at=None if r[11] is None else from_epoch(r[11]),
+            lease_token=r[12],
+            lease_expires_at=None if r[13] is None else from_epoch(r[13]),
+            worker_id=r[14],
+            timeout=r[15],
+            unique_key=r[16],
+            workflow_id=r[17],
+            parent_id=r[18],
+            progress=None if r[19] is None else json.loads(r[19]),
+            result=None if r[20] is None else json.loads(r[20]),
+            errors=tuple(JobError.from_dict(e) for e in json.loads(r[21])),
+            backoff=r[22],
+        )
+
+
+def split_statements(script: str) -> Iterator[str]:
+    """Split a migration into statements (sqlite3 runs one at a time inside a transaction)."""
+    buffer = ""
+    for line in script.splitlines(keepends=True):
+        if not buffer and (not line.strip() or line.lstrip().startswith("--")):
+            continue
+        buffer += line
+        if sqlite3.complete_statement(buffer):
+            yield buffer.strip()
+            buffer = ""
+    if buffer.strip():
+        yield buffer.strip()

@@ -1,0 +1,114 @@
+"""JobContext: what a running handler may know and do (ids, logger, enqueue, once, progress)."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import logging
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from conveyor.backends.base import Lease, NewJob
+from conveyor.job import Job
+
+if TYPE_CHECKING:
+    from conveyor.app import Conveyor
+
+MISSING = object()
+
+
+class JobContext:
+    """Handed to a handler that takes a second parameter.
+
+    >>> @app.job()
+    ... def send(p: Email, ctx: JobContext) -> None:
+    ...     ctx.log.info("attempt %s", ctx.attempt)
+    ...     receipt = ctx.once("smtp", smtp_send, p)   # skipped on a retry once done
+    ...     ctx.enqueue("audit", {"receipt": receipt})  # committed with this job's completion
+    """
+
+    def __init__(self, app: Conveyor, job: Job, worker_id: str) -> None:
+        self.app = app
+        self.job = job
+        self.worker_id = worker_id
+        self.lease = Lease(job.id, job.lease_token)
+        self.children: list[NewJob] = []
+        self.cancelled = threading.Event()  # set at timeout or shutdown: a sync handler may poll it
+        self.pending_progress: Any = MISSING
+        self.log = logging.LoggerAdapter(
+            logging.getLogger(f"conveyor.job.{job.type}"),
+            {"job_id": job.id, "job_type": job.type, "attempt": job.attempt, "workflow_id": job.workflow_id},
+        )
+
+    @property
+    def job_id(self) -> int:
+        return self.job.id
+
+    @property
+    def attempt(self) -> int:
+        return self.job.attempt
+
+    @property
+    def workflow_id(self) -> str | None:
+        return self.job.workflow_id
+
+    def enqueue(self, job_type: str, payload: Any = None, **options: Any) -> None:
+        """Enqueue a follow-up job, stored only if this run completes (same transaction).
+
+        It joins this job's workflow with this job as its parent. The payload is validated
+        now, so a bad one fails this run rather than vanishing later.
+        """
+        options.setdefault("workflow_id", self.job.workflow_id)
+        options.setdefault("parent_id", self.job.id)
+        self.children.append(self.app.new_job(job_type, payload, options))
+
+    def progress(self, value: Any) -> None:
+        """Record progress (any JSON value); written with the next lease renewal."""
+        json.dumps(value)
+        self.pending_progress = value
+
+    def once(self, key: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run ``fn`` unless an earlier attempt of this job already finished step ``key``.
+
+        The step's JSON-serializable return value is stored and returned on later attempts.
+        For sync handlers (it blocks); async handlers use ``await ctx.once_async``.
+        """
+        backend = self.app.backend
+        done, stored = backend.mark_get(self.job.id, key)
+        if done:
+            return None if stored is None else json.loads(stored)
+        value = fn(*args, **kwargs)
+        backend.mark_put(self.lease, key, encode_result(value))
+        return value
+
+    async def once_async(self, key: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """``once`` for async handlers: ``fn`` may be sync or async."""
+        backend = self.app.backend
+        done, stored = await asyncio.to_thread(backend.mark_get, self.job.id, key)
+        if done:
+            return None if stored is None else json.loads(stored)
+        value = fn(*args, **kwargs)
+        if inspect.isawaitable(value):
+            value = await value
+        await asyncio.to_thread(backend.mark_put, self.lease, key, encode_result(value))
+        return value
+
+
+def encode_result(value: Any, limit: int = 65_536) -> str | None:
+    """A handler's or step's return value as stored JSON; unserializable or oversized → None."""
+    if value is None:
+        return None
+    try:
+        text = json.dumps(value, separators=(",", ":"), default=_model_dump)
+    except (TypeError, ValueError):
+        return None
+    return text if len(text) <= limit else None
+
+
+def _model_dump(value: Any) -> Any:
+    dump = getattr(value, "model_dump", None)
+    if dump is None:
+        raise TypeError(f"{type(value).__name__} is not JSON-serializable")
+    return dump(mode="json")

@@ -1,0 +1,93 @@
+"""The exception tree: every error Conveyor raises on purpose.
+
+    ConveyorError
+    ├── ConfigError            a setting is missing or malformed (names the key)
+    ├── DeclarationError       @app.job / app.cron given something it cannot use
+    ├── UnknownJobType         enqueue of a type no handler was declared for
+    ├── PayloadError           payload refused by its model (``errors`` lists each field)
+    ├── OptionError            an enqueue option is out of range or of the wrong type
+    ├── JobNotFound            no job with that id (``job_id``)
+    ├── InvalidTransition      the job is not in a state that allows the action
+    ├── WorkflowError          a dependency graph has a cycle or names unknown jobs
+    └── BackendError           the database failed; the driver's error is ``__cause__``
+        └── BackendUnavailable the database cannot be reached at all
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ConveyorError(Exception):
+    """Something went wrong in Conveyor."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or (type(self).__doc__ or "").strip())
+
+
+class ConfigError(ConveyorError):
+    """A configuration value is missing or malformed."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        self.key = key
+        super().__init__(f"{key}: {problem}")
+
+
+class DeclarationError(ConveyorError):
+    """A job or schedule declaration is invalid."""
+
+
+class UnknownJobType(ConveyorError):
+    """No handler is declared for this job type."""
+
+    def __init__(self, job_type: str) -> None:
+        self.job_type = job_type
+        super().__init__(f"unknown job type {job_type!r}: declare it with @app.job first")
+
+
+class PayloadError(ConveyorError):
+    """The payload does not match the job's model."""
+
+    def __init__(self, job_type: str, errors: list[dict[str, Any]]) -> None:
+        self.job_type = job_type
+        self.errors = errors
+        fields = "; ".join(f"{e['field'] or '<payload>'}: {e['message']}" for e in errors)
+        super().__init__(f"invalid payload for {job_type!r}: {fields}")
+
+
+class OptionError(ConveyorError):
+    """A job option is out of range or of the wrong type."""
+
+    def __init__(self, option: str, problem: str) -> None:
+        self.option = option
+        super().__init__(f"option {option!r}: {problem}")
+
+
+class JobNotFound(ConveyorError):
+    """No job has this id."""
+
+    def __init__(self, job_id: int) -> None:
+        self.job_id = job_id
+        super().__init__(f"no job with id {job_id}")
+
+
+class InvalidTransition(ConveyorError):
+    """The job's state does not allow this action."""
+
+    def __init__(self, job_id: int, state: str, action: str) -> None:
+        self.job_id = job_id
+        self.state = state
+        self.action = action
+        super().__init__(f"cannot {action} job {job_id}: it is {state}")
+
+
+class WorkflowError(ConveyorError):
+    """The workflow graph is invalid (a cycle, or an unknown dependency)."""
+
+
+class BackendError(ConveyorError):
+    """The database failed."""
+
+
+class BackendUnavailable(BackendError):
+    """The database cannot be reached."""

@@ -1,0 +1,92 @@
+"""The job as stored: its states and the frozen record read back from a backend."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import IntEnum, StrEnum
+from typing import Any
+
+
+class JobState(StrEnum):
+    """Where a job is in its life (see docs/discussions.md for the diagram)."""
+
+    WAITING = "waiting"  # dependencies not finished yet; not claimable
+    SCHEDULED = "scheduled"  # run_at in the future (delayed, or a retry waiting out its backoff)
+    PENDING = "pending"  # due: claimable now, by priority then enqueue order
+    RUNNING = "running"  # held by a worker under a lease
+    COMPLETED = "completed"
+    DEAD = "dead"  # the dead-letter queue: attempts spent, bad payload, unknown type
+    CANCELLED = "cancelled"
+
+
+FINISHED_STATES = frozenset({JobState.COMPLETED, JobState.DEAD, JobState.CANCELLED})
+
+
+class Priority(IntEnum):
+    """Named priorities; any int works, higher runs first."""
+
+    LOW = -10
+    NORMAL = 0
+    HIGH = 10
+    CRITICAL = 20
+
+
+@dataclass(frozen=True, slots=True)
+class JobError:
+    """One failed run: which attempt, when, and why."""
+
+    attempt: int
+    at: datetime
+    error: str
+    traceback: str | None = None
+    worker_id: str | None = None
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> JobError:
+        from conveyor.timeutil import from_epoch
+
+        return cls(
+            attempt=int(d.get("attempt", 0)),
+            at=from_epoch(float(d.get("at", 0.0))),
+            error=str(d.get("error", "")),
+            traceback=d.get("traceback"),
+            worker_id=d.get("worker_id"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A job row. Times are timezone-aware UTC datetimes from the database's clock."""
+
+    id: int
+    type: str
+    queue: str
+    state: JobState
+    payload: dict[str, Any]
+    priority: int
+    attempt: int
+    max_attempts: int
+    run_at: datetime
+    created_at: datetime
+    attempted_at: datetime | None = None
+    finished_at: datetime | None = None
+    lease_token: int = 0
+    lease_expires_at: datetime | None = None
+    worker_id: str | None = None
+    timeout: float | None = None
+    unique_key: str | None = None
+    workflow_id: str | None = None
+    parent_id: int | None = None
+    progress: Any = None
+    result: Any = None
+    errors: tuple[JobError, ...] = field(default_factory=tuple)
+    backoff: str | None = None
+
+    @property
+    def last_error(self) -> JobError | None:
+        return self.errors[-1] if self.errors else None
+
+    @property
+    def finished(self) -> bool:
+        return self.state in FINISHED_STATES

@@ -1,0 +1,162 @@
+"""Job options: defaults on the declaration, overridden per enqueue, checked early."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Any, TypedDict
+
+from conveyor.errors import OptionError
+from conveyor.retry import Backoff, BackoffSpec, make_backoff
+from conveyor.timeutil import seconds, to_epoch
+
+DEFAULT_QUEUE = "default"
+
+
+@dataclass(frozen=True, slots=True)
+class JobOptions:
+    """What a declaration sets for every job of its type."""
+
+    queue: str = DEFAULT_QUEUE
+    priority: int = 0
+    max_attempts: int = 5
+    backoff: BackoffSpec = "exponential"
+    timeout: float | None = None
+    unique_for: float | None = None
+
+    def __post_init__(self) -> None:
+        check_name("queue", self.queue)
+        check_int("priority", self.priority)
+        check_int("max_attempts", self.max_attempts, minimum=1)
+        if self.timeout is not None:
+            check_positive("timeout", self.timeout)
+        if self.unique_for is not None:
+            check_positive("unique_for", self.unique_for)
+        make_backoff(self.backoff)  # refuse a bad spec at declaration
+
+    @property
+    def backoff_strategy(self) -> Backoff:
+        return make_backoff(self.backoff)
+
+
+class EnqueueOptions(TypedDict, total=False):
+    """Per-enqueue overrides; every key is optional."""
+
+    queue: str
+    priority: int
+    delay: float | timedelta
+    run_at: datetime
+    max_attempts: int
+    backoff: str | float
+    timeout: float | timedelta
+    idempotency_key: str
+    unique_for: float | timedelta
+    workflow_id: str
+    parent_id: int
+
+
+ENQUEUE_KEYS = frozenset(EnqueueOptions.__annotations__)
+
+
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    """Options after merging: exactly what is written to the job row."""
+
+    queue: str
+    priority: int
+    max_attempts: int
+    delay: float  # seconds after the database's now
+    run_at: float | None  # absolute epoch seconds, wins over delay
+    timeout: float | None
+    backoff: str | None  # stored per job only when overridden at enqueue
+    idempotency_key: str | None
+    unique_for: float | None
+    workflow_id: str | None
+    parent_id: int | None
+
+
+def resolve(defaults: JobOptions, overrides: EnqueueOptions | dict[str, Any]) -> Resolved:
+    """Merge per-enqueue overrides into the declaration's defaults, refusing bad values."""
+    unknown = set(overrides) - ENQUEUE_KEYS
+    if unknown:
+        raise OptionError(sorted(unknown)[0], f"unknown enqueue option; known: {', '.join(sorted(ENQUEUE_KEYS))}")
+    opts = replace(
+        defaults,
+        **{k: overrides[k] for k in ("queue", "priority", "max_attempts") if k in overrides},  # type: ignore[misc]
+    ) if any(k in overrides for k in ("queue", "priority", "max_attempts")) else defaults
+    delay = 0.0
+    if "delay" in overrides:
+        delay = seconds(overrides["delay"])
+        if delay < 0:
+            raise OptionError("delay", f"must be >= 0, not {delay}")
+    run_at = None
+    if "run_at" in overrides:
+        moment = overrides["run_at"]
+        if not isinstance(moment, datetime):
+            raise OptionError("run_at", f"must be a datetime, not {type(moment).__name__}")
+        try:
+            run_at = to_epoch(moment)
+        except ValueError as exc:
+            raise OptionError("run_at", str(exc)) from None
+    timeout = opts.timeout
+    if "timeout" in overrides:
+        timeout = check_positive("timeout", seconds(overrides["timeout"]))
+    backoff = None
+    if "backoff" in overrides:
+        backoff = encode_backoff(overrides["backoff"])
+    unique_for = opts.unique_for
+    if "unique_for" in overrides:
+        unique_for = check_positive("unique_for", seconds(overrides["unique_for"]))
+    key = overrides.get("idempotency_key")
+    if key is not None and (not isinstance(key, str) or not key or len(key) > 255):
+        raise OptionError("idempotency_key", "must be a non-empty string of at most 255 characters")
+    return Resolved(
+        queue=opts.queue,
+        priority=opts.priority,
+        max_attempts=opts.max_attempts,
+        delay=delay,
+        run_at=run_at,
+        timeout=timeout,
+        backoff=backoff,
+        idempotency_key=key,
+        unique_for=unique_for,
+        workflow_id=overrides.get("workflow_id"),
+        parent_id=overrides.get("parent_id"),
+    )
+
+
+def encode_backoff(spec: Any) -> str:
+    """A per-job backoff must be storable: 'exponential', 'fixed' or seconds."""
+    if spec in ("exponential", "fixed"):
+        return str(spec)
+    if isinstance(spec, int | float) and not isinstance(spec, bool) and spec >= 0:
+        return f"{float(spec)}"
+    raise OptionError("backoff", "per-enqueue backoff must be 'exponential', 'fixed' or seconds >= 0")
+
+
+def decode_backoff(stored: str) -> Backoff:
+    if stored in ("exponential", "fixed"):
+        return make_backoff(stored)  # type: ignore[arg-type]
+    return make_backoff(float(stored))
+
+
+def check_name(option: str, value: Any) -> str:
+    if not isinstance(value, str) or not value or len(value) > 128:
+        raise OptionError(option, f"must be a non-empty string of at most 128 characters, not {value!r}")
+    return value
+
+
+def check_int(option: str, value: Any, minimum: int | None = None) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise OptionError(option, f"must be an int, not {value!r}")
+    if minimum is not None and value < minimum:
+        raise OptionError(option, f"must be >= {minimum}, not {value}")
+    if abs(value) > 2**31 - 1:
+        raise OptionError(option, f"out of range: {value}")
+    return value
+
+
+def check_positive(option: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise OptionError(option, f"must be a positive number of seconds, not {value!r}")
+    return float(value)

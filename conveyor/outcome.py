@@ -1,0 +1,100 @@
+"""What a run's result means for the job: one pure function from result to next state."""
+
+from __future__ import annotations
+
+import traceback as tb
+from dataclasses import dataclass
+from typing import Any
+
+from conveyor.retry import Backoff, next_delay
+
+
+class Snooze(Exception):
+    """Run again after ``seconds`` without spending an attempt.
+
+    Return it or raise it, e.g. when a remote service answered 429 with Retry-After.
+    """
+
+    def __init__(self, seconds: float, reason: str = "snoozed") -> None:
+        self.seconds = max(0.0, float(seconds))
+        self.reason = reason
+        super().__init__(f"{reason}: run again in {self.seconds:g} s")
+
+
+class Cancel(Exception):
+    """Stop this job for good without retrying; it ends ``cancelled`` with the reason."""
+
+    def __init__(self, reason: str = "cancelled by handler") -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+@dataclass(frozen=True, slots=True)
+class Complete:
+    result: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    delay: float
+    error: str
+    traceback: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Dead:
+    error: str
+    traceback: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Snoozed:
+    delay: float
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Cancelled:
+    reason: str
+
+
+Decision = Complete | Retry | Dead | Snoozed | Cancelled
+
+
+def describe(exc: BaseException) -> str:
+    """``Type: message``, even when the exception's own ``__str__`` raises."""
+    name = type(exc).__name__
+    try:
+        text = str(exc)
+    except Exception:  # a hostile __str__ must not lose the job
+        text = "<str() of the exception raised>"
+    return f"{name}: {text}" if text else name
+
+
+def format_traceback(exc: BaseException) -> str | None:
+    try:
+        return "".join(tb.format_exception(exc))[-8000:]
+    except Exception:
+        return None
+
+
+def decide(attempt: int, max_attempts: int, backoff: Backoff, result: Any = None, error: BaseException | None = None) -> Decision:
+    """Map one run's result or exception, and the retry policy, to the job's next state."""
+    if error is None:
+        if isinstance(result, Snooze):
+            return Snoozed(result.seconds, result.reason)
+        if isinstance(result, Cancel):
+            return Cancelled(result.reason)
+        return Complete(result)
+    if isinstance(error, Snooze):
+        return Snoozed(error.seconds, error.reason)
+    if isinstance(error, Cancel):
+        return Cancelled(error.reason)
+    return failure(attempt, max_attempts, backoff, describe(error), format_traceback(error))
+
+
+def failure(attempt: int, max_attempts: int, backoff: Backoff, error: str, traceback: str | None = None) -> Retry | Dead:
+    """A failed attempt: retry after the backoff while attempts remain, else dead."""
+    if attempt >= max_attempts:
+        return Dead(error, traceback)
+    return Retry(next_delay(backoff, attempt), error, traceback)

@@ -1,0 +1,94 @@
+"""JobSpec and the registry behind ``@app.job``: what each job type runs and with which defaults."""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from typing import Any
+
+from pydantic import BaseModel
+
+from conveyor.errors import DeclarationError, OptionError, UnknownJobType
+from conveyor.options import JobOptions, check_name
+
+OPTION_NAMES = frozenset(f.name for f in fields(JobOptions))
+
+
+@dataclass(frozen=True, slots=True)
+class JobSpec:
+    """A declared job type: its handler, payload model and default options."""
+
+    name: str
+    func: Callable[..., Any]
+    model: type[BaseModel] | None
+    is_async: bool
+    takes_context: bool
+    options: JobOptions
+
+
+def payload_model(func: Callable[..., Any]) -> tuple[type[BaseModel] | None, bool]:
+    """The pydantic model annotated on the handler's first parameter, and whether it takes ctx."""
+    params = list(inspect.signature(func).parameters.values())
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if not positional or len(positional) > 2:
+        raise DeclarationError(
+            f"handler {func.__qualname__} must take (payload) or (payload, ctx), not {len(positional)} positional parameters"
+        )
+    try:
+        hints = typing.get_type_hints(func)
+    except Exception as exc:
+        raise DeclarationError(f"cannot read the annotations of {func.__qualname__}: {exc}") from exc
+    annotation = hints.get(positional[0].name)
+    model = annotation if inspect.isclass(annotation) and issubclass(annotation, BaseModel) else None
+    return model, len(positional) == 2
+
+
+class Registry:
+    """The job types one app knows. Never global: each Conveyor has its own."""
+
+    def __init__(self) -> None:
+        self._specs: dict[str, JobSpec] = {}
+
+    def declare(self, func: Callable[..., Any], name: str | None, options: dict[str, Any]) -> JobSpec:
+        job_name = check_name("name", name or func.__name__)
+        if job_name in self._specs:
+            raise DeclarationError(f"job type {job_name!r} is declared twice")
+        unknown = set(options) - OPTION_NAMES
+        if unknown:
+            raise DeclarationError(f"unknown option {sorted(unknown)[0]!r} for job {job_name!r}; known: {', '.join(sorted(OPTION_NAMES))}")
+        try:
+            job_options = JobOptions(**options)
+        except OptionError as exc:
+            raise DeclarationError(f"job {job_name!r}: {exc}") from None
+        model, takes_context = payload_model(func)
+        spec = JobSpec(
+            name=job_name,
+            func=func,
+            model=model,
+            is_async=inspect.iscoroutinefunction(func),
+            takes_context=takes_context,
+            options=job_options,
+        )
+        self._specs[job_name] = spec
+        return spec
+
+    def get(self, name: str) -> JobSpec:
+        try:
+            return self._specs[name]
+        except KeyError:
+            raise UnknownJobType(name) from None
+
+    def find(self, name: str) -> JobSpec | None:
+        return self._specs.get(name)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._specs
+
+    def __iter__(self) -> typing.Iterator[JobSpec]:
+        return iter(self._specs.values())
+
+    def queues(self) -> tuple[str, ...]:
+        """Every queue some declared job uses, sorted."""
+        return tuple(sorted({spec.options.queue for spec in self._specs.values()}))

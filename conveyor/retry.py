@@ -1,0 +1,78 @@
+"""Backoff: how long a failed job waits before its next attempt (pure, no I/O)."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from conveyor.errors import DeclarationError
+
+
+class Backoff(Protocol):
+    """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
+
+    def __call__(self, attempt: int) -> float: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Exponential:
+    """``base * 2**(attempt-1)`` capped at ``cap``, with full jitter on the upper half.
+
+    Jitter spreads retries of jobs that failed together (an outage) so they do not
+    return together; keeping the lower half fixed keeps the wait predictable.
+    """
+
+    base: float = 1.0
+    cap: float = 3600.0
+    jitter: bool = True
+
+    def __call__(self, attempt: int) -> float:
+        delay = min(self.cap, self.base * 2 ** max(0, attempt - 1))
+        if self.jitter:
+            delay = delay / 2 + random.uniform(0, delay / 2)
+        return delay
+
+
+@dataclass(frozen=True, slots=True)
+class Fixed:
+    """The same wait after every failure."""
+
+    delay: float = 5.0
+
+    def __call__(self, attempt: int) -> float:
+        return self.delay
+
+
+BackoffSpec = Literal["exponential", "fixed"] | Backoff | Callable[[int], float] | float | int
+
+
+def make_backoff(spec: BackoffSpec) -> Backoff:
+    """Turn a declaration's ``backoff=`` into a strategy.
+
+    >>> make_backoff("fixed")(3)
+    5.0
+    """
+    if spec == "exponential":
+        return Exponential()
+    if spec == "fixed":
+        return Fixed()
+    if isinstance(spec, bool):
+        raise DeclarationError(f"backoff must be 'exponential', 'fixed', seconds or a callable, not {spec!r}")
+    if isinstance(spec, int | float):
+        if spec < 0:
+            raise DeclarationError(f"backoff seconds must be >= 0, not {spec!r}")
+        return Fixed(float(spec))
+    if callable(spec):
+        return spec
+    raise DeclarationError(f"backoff must be 'exponential', 'fixed', seconds or a callable, not {spec!r}")
+
+
+def next_delay(backoff: Backoff, attempt: int) -> float:
+    """The strategy's delay, made safe: a broken callable falls back to exponential."""
+    try:
+        delay = float(backoff(attempt))
+    except Exception:  # a user's callable must not lose the job
+        return Exponential()(attempt)
+    return max(0.0, delay)

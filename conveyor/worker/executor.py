@@ -1,0 +1,99 @@
+"""Runs one claimed job: checks it can run, calls its handler under its timeout, and decides."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from conveyor.backends.base import Lease, Outcome
+from conveyor.context import JobContext, encode_result
+from conveyor.errors import PayloadError
+from conveyor.job import Job, JobState
+from conveyor.options import decode_backoff
+from conveyor.outcome import Cancelled, Complete, Dead, Decision, Retry, Snoozed, decide
+from conveyor.payload import decode
+
+if TYPE_CHECKING:
+    from conveyor.app import Conveyor
+
+log = logging.getLogger("conveyor.worker")
+
+
+class JobTimeout(Exception):
+    """The handler ran past its timeout."""
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    """A finished run: the write-back for the store and what events need to know."""
+
+    job: Job
+    decision: Decision
+    outcome: Outcome
+    duration: float
+
+
+class Executor:
+    """Turns a claimed Job into a RunResult; never raises (a run's failure is data)."""
+
+    def __init__(self, app: Conveyor, worker_id: str, threads: ThreadPoolExecutor) -> None:
+        self.app = app
+        self.worker_id = worker_id
+        self.threads = threads
+
+    async def run(self, job: Job, ctx: JobContext) -> RunResult:
+        started = time.monotonic()
+        decision = await self._decide(job, ctx)
+        duration = time.monotonic() - started
+        return RunResult(job, decision, self.outcome(job, ctx, decision), duration)
+
+    async def _decide(self, job: Job, ctx: JobContext) -> Decision:
+        spec = self.app.registry.find(job.type)
+        if spec is None:
+            return Dead(f"unknown job type {job.type!r}: no handler is declared for it in this worker", None)
+        try:
+            payload = decode(job.type, spec.model, job.payload)
+        except PayloadError as exc:
+            return Dead(f"payload no longer valid: {exc}", None)
+        backoff = decode_backoff(job.backoff) if job.backoff else spec.options.backoff_strategy
+        args: tuple[Any, ...] = (payload, ctx) if spec.takes_context else (payload,)
+        timeout = job.timeout
+        try:
+            if spec.is_async:
+                result = await asyncio.wait_for(spec.func(*args), timeout) if timeout else await spec.func(*args)
+            else:
+                future = asyncio.get_running_loop().run_in_executor(self.threads, spec.func, *args)
+                result = await asyncio.wait_for(asyncio.shield(future), timeout) if timeout else await future
+        except TimeoutError:
+            ctx.cancelled.set()
+            error: BaseException = JobTimeout(f"timed out after {timeout:g} s")
+            return decide(job.attempt, job.max_attempts, backoff, error=error)
+        except asyncio.CancelledError:
+            ctx.cancelled.set()
+            raise
+        except Exception as exc:
+            return decide(job.attempt, job.max_attempts, backoff, error=exc)
+        return decide(job.attempt, job.max_attempts, backoff, result=result)
+
+    def outcome(self, job: Job, ctx: JobContext, decision: Decision) -> Outcome:
+        lease = Lease(job.id, job.lease_token)
+        match decision:
+            case Complete(result=result):
+                return Outcome(lease, JobState.COMPLETED, result=encode_result(result), children=tuple(ctx.children))
+            case Retry(delay=delay, error=error, traceback=tb):
+                return Outcome(lease, JobState.PENDING, delay=delay, error=error, traceback=tb, worker_id=self.worker_id)
+            case Dead(error=error, traceback=tb):
+                return Outcome(lease, JobState.DEAD, error=error, traceback=tb, worker_id=self.worker_id)
+            case Snoozed(delay=delay):
+                return Outcome(lease, JobState.PENDING, delay=delay, refund=True)
+            case Cancelled(reason=reason):
+                return Outcome(lease, JobState.CANCELLED, error=f"cancelled: {reason}", worker_id=self.worker_id)
+        raise AssertionError(decision)
+
+
+def outcome_name(decision: Decision) -> str:
+    return {Complete: "completed", Retry: "retry", Dead: "dead", Snoozed: "snoozed", Cancelled: "cancelled"}[type(decision)]

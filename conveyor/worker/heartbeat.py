@@ -1,0 +1,78 @@
+"""Keeps this worker's leases and liveness fresh, and notices leases it has lost."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import TYPE_CHECKING
+
+from conveyor.backends.base import WorkerInfo
+from conveyor.context import MISSING
+from conveyor.errors import BackendError
+
+if TYPE_CHECKING:
+    from conveyor.worker.runtime import Worker
+
+log = logging.getLogger("conveyor.worker")
+
+
+async def heartbeat_loop(worker: Worker) -> None:
+    """Every third of a lease: renew running leases, write progress, record liveness."""
+    interval = worker.lease_seconds / 3
+    while not worker.stopped.is_set():
+        try:
+            await beat(worker)
+        except BackendError as exc:
+            log.warning("heartbeat failed (%s); retrying", exc)
+        try:
+            await asyncio.wait_for(worker.stopped.wait(), interval)
+        except TimeoutError:
+            pass
+
+
+async def beat(worker: Worker) -> None:
+    backend = worker.app.backend
+    runs = list(worker.running.values())
+    leases = [run.ctx.lease for run in runs]
+    if leases:
+        held = set(await worker.bridge.call(backend.leases_renew, leases, worker.lease_seconds))
+        for run in runs:
+            if run.ctx.lease.job_id not in held and not run.task.done():
+                log.warning("job %s: lease lost (another worker may run it); cancelling this run", run.ctx.job_id)
+                run.lost = True
+                run.ctx.cancelled.set()
+                run.task.cancel()
+    for run in runs:
+        progress = run.ctx.pending_progress
+        if progress is not MISSING:
+            run.ctx.pending_progress = MISSING
+            await worker.bridge.call(backend.job_progress, run.ctx.lease, json.dumps(progress))
+    await worker.bridge.call(backend.workers_heartbeat, worker.info())
+
+
+async def rescue_loop(worker: Worker) -> None:
+    """Hand jobs of dead workers (expired leases) back to the queue, or to the DLQ."""
+    while not worker.stopped.is_set():
+        try:
+            rescued = await worker.bridge.call(worker.app.backend.jobs_rescue, 1000)
+            if rescued:
+                log.warning("rescued %d jobs whose worker was lost: %s", len(rescued), rescued[:20])
+                worker.wake()
+        except BackendError as exc:
+            log.warning("rescue failed (%s); retrying", exc)
+        try:
+            await asyncio.wait_for(worker.stopped.wait(), worker.settings.rescue_interval)
+        except TimeoutError:
+            pass
+
+
+def worker_info(worker: Worker) -> WorkerInfo:
+    return WorkerInfo(
+        id=worker.id,
+        host=worker.host,
+        pid=worker.pid,
+        queues=worker.queues,
+        concurrency=worker.concurrency,
+        running=len(worker.running),
+    )

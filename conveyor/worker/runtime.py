@@ -1,0 +1,251 @@
+"""Worker: claims jobs for its free slots, runs them, and stops gracefully."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+from conveyor.backends.base import ClaimParams, WorkerInfo
+from conveyor.context import JobContext
+from conveyor.errors import BackendError, ConfigError
+from conveyor.job import Job
+from conveyor.worker.bridge import Bridge
+from conveyor.worker.completer import Completer
+from conveyor.worker.executor import Executor, RunResult, outcome_name
+from conveyor.worker.heartbeat import heartbeat_loop, rescue_loop, worker_info
+
+if TYPE_CHECKING:
+    from conveyor.app import Conveyor
+
+log = logging.getLogger("conveyor.worker")
+
+
+@dataclass(eq=False)
+class Run:
+    """A job this worker is running."""
+
+    job: Job
+    ctx: JobContext
+    task: asyncio.Task[None] = field(init=False)
+    lost: bool = False  # lease renewal failed: another worker may own it now
+    released: bool = False  # handed back at shutdown: its outcome must not be written
+
+
+class Worker:
+    """One worker process: up to ``concurrency`` jobs at once from ``queues``.
+
+    >>> Worker(app, queues=["email"], concurrency=20).run()   # until SIGTERM
+    """
+
+    def __init__(
+        self,
+        app: Conveyor,
+        *,
+        queues: list[str] | tuple[str, ...] | None = None,
+        concurrency: int | None = None,
+        install_signals: bool = True,
+        worker_id: str | None = None,
+        **settings: Any,
+    ) -> None:
+        self.app = app
+        self.settings = replace(app.settings, **settings) if settings else app.settings
+        self.queues = tuple(queues or self.settings.queues or app.registry.queues() or ("default",))
+        self.concurrency = int(concurrency or self.settings.concurrency)
+        if self.concurrency < 1:
+            raise ConfigError("concurrency", f"must be >= 1, not {self.concurrency}")
+        self.lease_seconds = self.settings.lease_seconds
+        self.install_signals = install_signals
+        self.host = socket.gethostname()
+        self.pid = os.getpid()
+        self.id = worker_id or f"{self.host}-{self.pid}-{uuid.uuid4().hex[:6]}"
+        self.running: dict[int, Run] = {}
+        self.stopped = asyncio.Event()
+        self.started = threading.Event()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.signals = 0
+
+    # -- entry points -------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Block until stopped by a signal or ``stop()``."""
+        asyncio.run(self.serve())
+
+    def stop(self) -> None:
+        """Ask a running worker to shut down gracefully (thread-safe)."""
+        if self.loop is not None:
+            self.loop.call_soon_threadsafe(self._begin_stop)
+
+    def wake(self) -> None:
+        if self.loop is not None and not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(self._wake.set)
+
+    def info(self) -> WorkerInfo:
+        return worker_info(self)
+
+    # -- the loop -----------------------------------------------------------------------
+
+    async def serve(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.stopped = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._slot = asyncio.Event()
+        self.bridge = Bridge()
+        self.threads = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="conveyor-job")
+        self.executor = Executor(self.app, self.id, self.threads)
+        self.completer = Completer(self.app, self.bridge, self.settings.finish_batch, self.settings.finish_delay, lambda n: None)
+        if self.install_signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self.loop.add_signal_handler(sig, self._on_signal, sig)
+        await self._register()
+        unlisten = self.app.backend.listen(self.wake)
+        log.info("worker %s started: queues=%s concurrency=%d", self.id, ",".join(self.queues), self.concurrency)
+        self.started.set()
+        helpers = [
+            asyncio.create_task(self.completer.run(), name="completer"),
+            asyncio.create_task(heartbeat_loop(self), name="heartbeat"),
+            asyncio.create_task(rescue_loop(self), name="rescuer"),
+        ]
+        try:
+            await self._fetch_loop()
+            await self._drain()
+        finally:
+            unlisten()
+            self.stopped.set()
+            await self.completer.stop()
+            await asyncio.gather(*helpers, return_exceptions=True)
+            try:
+                await self.bridge.call(self.app.backend.workers_remove, self.id)
+            except BackendError as exc:
+                log.warning("could not remove worker row: %s", exc)
+            self.bridge.close()
+            self.threads.shutdown(wait=False, cancel_futures=True)
+            log.info("worker %s stopped", self.id)
+
+    async def _register(self) -> None:
+        delay = 0.2
+        while True:
+            try:
+                await self.bridge.call(self.app.backend.workers_heartbeat, self.info())
+                return
+            except BackendError as exc:
+                log.warning("database not reachable (%s); retrying in %.1f s", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def _fetch_loop(self) -> None:
+        poll = self.settings.poll_interval
+        failures = 0
+        while not self._stopping:
+            free = self.concurrency - len(self.running)
+            if free <= 0:
+                self._slot.clear()
+                await self._slot.wait()
+                await asyncio.sleep(0)  # let other finishing runs free their slots too
+                continue
+            self._wake.clear()
+            try:
+                jobs = await self.bridge.call(
+                    self.app.backend.jobs_claim, ClaimParams(self.id, self.queues, free, self.lease_seconds)
+                )
+                failures = 0
+            except BackendError as exc:
+                failures += 1
+                delay = min(0.1 * 2**failures, 5.0)
+                log.warning("claim failed (%s); retrying in %.1f s", exc, delay)
+                await self._sleep(delay)
+                continue
+            for job in jobs:
+                self._start(job)
+            if len(jobs) < free:
+                await self._sleep(poll)
+
+    async def _sleep(self, seconds: float) -> None:
+        """Wait for a wake-up (enqueue notification), a stop, or the poll interval."""
+        try:
+            await asyncio.wait_for(self._wake.wait(), seconds)
+        except TimeoutError:
+            pass
+
+    def _start(self, job: Job) -> None:
+        run = Run(job, JobContext(self.app, job, self.id))
+        run.task = asyncio.create_task(self._execute(run), name=f"job-{job.id}")
+        self.running[job.id] = run
+
+    async def _execute(self, run: Run) -> None:
+        try:
+            result = await self.executor.run(run.job, run.ctx)
+        except asyncio.CancelledError:
+            return  # lease lost or released at shutdown: the store already knows
+        finally:
+            self.running.pop(run.job.id, None)
+            self._slot.set()
+        if run.lost or run.released:
+            return
+        self.completer.add(result)
+        self._log(result)
+
+    def _log(self, r: RunResult) -> None:
+        if log.isEnabledFor(logging.INFO):
+            log.info(
+                "job %s %s queue=%s attempt=%d outcome=%s duration_ms=%.1f",
+                r.job.id,
+                r.job.type,
+                r.job.queue,
+                r.job.attempt,
+                outcome_name(r.decision),
+                r.duration * 1000,
+                extra={
+                    "job_id": r.job.id,
+                    "job_type": r.job.type,
+                    "queue": r.job.queue,
+                    "attempt": r.job.attempt,
+                    "outcome": outcome_name(r.decision),
+                    "duration_ms": round(r.duration * 1000, 1),
+                },
+            )
+
+    # -- stopping -----------------------------------------------------------------------
+
+    @property
+    def _stopping(self) -> bool:
+        return self.stopped.is_set()
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        self.signals += 1
+        if self.signals > 1:
+            log.warning("second %s: stopping at once; leases will expire and the jobs be rescued", sig.name)
+            os._exit(1)
+        log.info("%s: no new jobs; finishing %d running within %.0f s", sig.name, len(self.running), self.settings.shutdown_grace)
+        self._begin_stop()
+
+    def _begin_stop(self) -> None:
+        self.stopped.set()
+        self._wake.set()
+        self._slot.set()
+
+    async def _drain(self) -> None:
+        """Let running jobs finish within the grace period, then hand the rest back."""
+        deadline = time.monotonic() + self.settings.shutdown_grace
+        while self.running and time.monotonic() < deadline:
+            await asyncio.wait([r.task for r in self.running.values()], timeout=deadline - time.monotonic())
+        leftover = list(self.running.values())
+        if not leftover:
+            return
+        for run in leftover:
+            run.released = True
+            run.ctx.cancelled.set()
+            run.task.cancel()
+        try:
+            count = await self.bridge.call(self.app.backend.jobs_release, [r.ctx.lease for r in leftover])
+            log.warning("released %d jobs still running after the grace period", count)
+        except BackendError as exc:
+            log.warning("could not release %d jobs (%s); they will be rescued when their leases expire", len(leftover), exc)

@@ -1,0 +1,65 @@
+"""Runs P worker processes, restarts any that die, and stops them all on a signal."""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+import time
+from collections.abc import Callable
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+log = logging.getLogger("conveyor.supervisor")
+
+
+def supervise(target: Callable[..., None], processes: int, kwargs: dict[str, Any], grace: float) -> int:
+    """Keep ``processes`` children running ``target(**kwargs)`` until SIGTERM/SIGINT.
+
+    Children are forked before this process opens any connection, so each opens its own.
+    A child that exits on its own is restarted, with a growing pause if it keeps dying.
+    """
+    ctx = multiprocessing.get_context("fork")
+    stopping = False
+    signals = 0
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        nonlocal stopping, signals
+        stopping = True
+        signals += 1
+        for child in children:
+            if child.pid and child.is_alive():
+                os.kill(child.pid, signal.SIGKILL if signals > 1 else signal.SIGTERM)
+
+    def spawn() -> BaseProcess:
+        child = ctx.Process(target=target, kwargs=kwargs, daemon=False)
+        child.start()
+        log.info("started worker process %s", child.pid)
+        return child
+
+    children: list[BaseProcess] = []
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        children = [spawn() for _ in range(processes)]
+        restarts: dict[int, float] = {}
+        while not stopping:
+            time.sleep(0.2)
+            for i, child in enumerate(children):
+                if stopping or child.is_alive():
+                    continue
+                pause = restarts.get(i, 0.0)
+                log.warning("worker process %s exited with %s; restarting in %.1f s", child.pid, child.exitcode, pause)
+                time.sleep(pause)
+                restarts[i] = min(max(pause * 2, 0.5), 30.0)
+                children[i] = spawn()
+        deadline = time.monotonic() + grace + 10
+        for child in children:
+            child.join(max(0.1, deadline - time.monotonic()))
+            if child.is_alive():
+                child.kill()
+                child.join()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0
