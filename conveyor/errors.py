@@ -9,8 +9,12 @@
     ├── JobNotFound            no job with that id (``job_id``)
     ├── InvalidTransition      the job is not in a state that allows the action
     ├── WorkflowError          a dependency graph has a cycle or names unknown jobs
-    └── BackendError           the database failed; the driver's error is ``__cause__``
-        └── BackendUnavailable the database cannot be reached at all
+    ├── BackendError           the database failed; the driver's error is ``__cause__``
+    │   └── BackendUnavailable the database cannot be reached at all
+    └── WebhookError           a webhook could not be signed, sent or trusted
+        ├── WebhookURLRefused  the URL is not http(s) or points at a private/loopback address
+        ├── WebhookVerificationError  a received webhook's signature or timestamp is not valid
+        └── WebhookDeliveryError      the receiver did not answer 2xx (``status_code``, ``retry_after``)
 """
 
 from __future__ import annotations
@@ -91,3 +95,33 @@ class BackendError(ConveyorError):
 
 class BackendUnavailable(BackendError):
     """The database cannot be reached."""
+
+
+# -- webhooks (conveyor/webhooks.py) ----------------------------------------------------
+
+
+class WebhookError(ConveyorError):
+    """A webhook could not be signed, sent or trusted."""
+
+
+class WebhookURLRefused(WebhookError):
+    """This webhook URL is refused."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        self.url = url
+        self.reason = reason
+        super().__init__(f"webhook URL {url!r} refused: {reason}")
+
+
+class WebhookVerificationError(WebhookError):
+    """The webhook's signature or timestamp is not valid."""
+
+
+class WebhookDeliveryError(WebhookError):
+    """The webhook receiver did not accept the delivery."""
+
+    def __init__(self, url: str, problem: str, status_code: int | None = None, retry_after: float | None = None) -> None:
+        self.url = url
+        self.status_code = status_code
+        self.retry_after = retry_after
+        super().__init__(f"webhook delivery to {url} failed: {problem}")
