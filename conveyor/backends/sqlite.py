@@ -6,6 +6,7 @@ import json
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -77,7 +78,7 @@ UPDATE conveyor_jobs SET
         'error', 'worker lost: its lease expired before the run finished', 'worker_id', worker_id)),
     worker_id = NULL,
     lease_expires_at = NULL
-WHERE id IN (SELECT id FROM conveyor_jobs WHERE state = 'running' AND lease_expires_at < {NOW} LIMIT ?)
+WHERE id IN (SELECT id FROM conveyor_jobs WHERE state = 'running' AND lease_expires_at <= {NOW} LIMIT ?)
 RETURNING id
 """
 
@@ -123,10 +124,22 @@ class SQLiteBackend:
         os.makedirs(directory, exist_ok=True)
         conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False)
         conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
-        conn.execute("PRAGMA journal_mode = WAL")
+        self._enable_wal(conn)
         conn.execute("PRAGMA synchronous = FULL")  # a committed job survives power loss
         conn.execute("PRAGMA foreign_keys = ON")
         return conn
+
+    def _enable_wal(self, conn: sqlite3.Connection) -> None:
+        """Switch to WAL; the switch takes a lock without waiting, so retry while others create the file."""
+        deadline = time.monotonic() + self.busy_timeout
+        while True:
+            try:
+                if conn.execute("PRAGMA journal_mode = WAL").fetchone()[0] == "wal":
+                    return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise BackendError(f"SQLite: cannot enable WAL on {self.path}: {exc}") from exc
+            time.sleep(0.01)
 
     @property
     def conn(self) -> sqlite3.Connection:
@@ -266,6 +279,15 @@ class SQLiteBackend:
         jobs = [self._job(r) for r in rows]
         jobs.sort(key=lambda j: (-j.priority, j.id))
         return jobs
+
+    def explain_claim(self, queues: Sequence[str]) -> str:
+        """The query plan of the claim's row selection (for tests and ``conveyor doctor``)."""
+        rows = self.conn.execute(
+            "EXPLAIN QUERY PLAN SELECT id FROM conveyor_jobs WHERE state = 'pending' AND queue = ? "
+            "ORDER BY priority DESC, id LIMIT 10",
+            (queues[0],),
+        ).fetchall()
+        return "\n".join(str(r[-1]) for r in rows)
 
     def jobs_finish(self, outcomes: Sequence[Outcome]) -> list[int]:
         won: list[int] = []

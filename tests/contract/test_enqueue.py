@@ -1,0 +1,152 @@
+"""Enqueue: validation, options, bulk, idempotency, uniqueness, transactions — on both backends."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from conveyor import Conveyor, JobState, OptionError, PayloadError, Priority, UnknownJobType
+from conveyor.testing import wait_until
+from tests.contract.jobs import declare
+
+
+@pytest.fixture(autouse=True)
+def _jobs(app: Conveyor) -> None:
+    declare(app)
+
+
+def test_enqueue_stores_a_pending_job_with_declared_defaults(app: Conveyor) -> None:
+    job_id = app.enqueue("process_order", {"order_id": "o1", "email": "a@b.c"})
+    job = app.get_job(job_id)
+    assert job.state is JobState.PENDING
+    assert job.type == "process_order"
+    assert job.queue == "orders"
+    assert job.max_attempts == 3
+    assert job.attempt == 0
+    assert job.payload == {"order_id": "o1", "email": "a@b.c", "items": []}
+    assert job.errors == ()
+    assert abs((job.created_at - app.now()).total_seconds()) < 5
+
+
+def test_invalid_payload_is_refused_naming_every_field_and_nothing_is_stored(app: Conveyor) -> None:
+    with pytest.raises(PayloadError) as caught:
+        app.enqueue("process_order", {"order_id": 7, "items": [{"product_id": "p", "quantity": 0}]})
+    fields = {e["field"] for e in caught.value.errors}
+    assert fields == {"order_id", "email", "items.0.quantity"}
+    assert "items.0.quantity" in str(caught.value)
+    assert app.count_jobs() == 0
+
+
+def test_non_object_and_unserializable_payloads_are_refused(app: Conveyor) -> None:
+    with pytest.raises(PayloadError):
+        app.enqueue("plain", [1, 2])
+    with pytest.raises(PayloadError):
+        app.enqueue("plain", {"when": object()})
+    assert app.count_jobs() == 0
+
+
+def test_unknown_type_and_unknown_or_bad_options_are_refused(app: Conveyor) -> None:
+    with pytest.raises(UnknownJobType):
+        app.enqueue("no_such_job", {})
+    with pytest.raises(OptionError, match="retries"):
+        app.enqueue("plain", {}, retries=3)
+    with pytest.raises(OptionError, match="priority"):
+        app.enqueue("plain", {}, priority="high")
+    with pytest.raises(OptionError, match="delay"):
+        app.enqueue("plain", {}, delay=-1)
+    with pytest.raises(OptionError, match="run_at"):
+        app.enqueue("plain", {}, run_at=datetime(2030, 1, 1))  # naive: ambiguous
+    assert app.count_jobs() == 0
+
+
+def test_per_enqueue_options_override_the_declaration(app: Conveyor) -> None:
+    job = app.get_job(
+        app.enqueue("process_order", {"order_id": "o", "email": "e"}, queue="urgent", priority=Priority.HIGH, max_attempts=9, timeout=12)
+    )
+    assert (job.queue, job.priority, job.max_attempts, job.timeout) == ("urgent", 10, 9, 12.0)
+
+
+def test_delay_and_run_at_schedule_the_job(app: Conveyor) -> None:
+    delayed = app.get_job(app.enqueue("plain", {}, delay=timedelta(hours=24)))
+    assert delayed.state is JobState.SCHEDULED
+    assert timedelta(hours=23, minutes=59) < delayed.run_at - delayed.created_at < timedelta(hours=24, minutes=1)
+    moment = datetime(2031, 5, 1, 12, 0, tzinfo=UTC)
+    at = app.get_job(app.enqueue("plain", {}, run_at=moment))
+    assert at.state is JobState.SCHEDULED
+    assert abs((at.run_at - moment).total_seconds()) < 0.01
+    past = app.get_job(app.enqueue("plain", {}, run_at=datetime(2020, 1, 1, tzinfo=UTC)))
+    assert past.state is JobState.PENDING
+
+
+def test_enqueue_many_is_one_transaction_returning_ids_in_order(app: Conveyor) -> None:
+    ids = app.enqueue_many([("plain", {"n": i}) for i in range(500)] + [("send_email", {"to": "x"}, {"priority": 1})])
+    assert len(ids) == 501 and ids == sorted(ids)
+    assert app.get_job(ids[0]).payload == {"n": 0}
+    assert app.get_job(ids[499]).payload == {"n": 499}
+    assert app.get_job(ids[500]).priority == 1
+    with pytest.raises(PayloadError):
+        app.enqueue_many([("plain", {"n": 1}), ("process_order", {"bad": True})])
+    assert app.count_jobs() == 501
+
+
+def test_idempotency_key_returns_the_existing_job_and_stores_nothing(app: Conveyor) -> None:
+    first = app.enqueue("plain", {"n": 1}, idempotency_key="order-1:confirm")
+    again = app.enqueue("plain", {"n": 2}, idempotency_key="order-1:confirm")
+    other = app.enqueue("plain", {"n": 3}, idempotency_key="order-2:confirm")
+    assert again == first != other
+    assert app.count_jobs() == 2
+    assert app.get_job(first).payload == {"n": 1}
+    many = app.enqueue_many([("plain", {}, {"idempotency_key": "order-1:confirm"}), ("plain", {}), ("plain", {}, {"idempotency_key": "k3"})])
+    assert many[0] == first and many[1] != many[2]
+    assert app.count_jobs() == 4
+
+
+def test_unique_for_deduplicates_within_the_window_only(app: Conveyor) -> None:
+    first = app.enqueue("plain", {"n": 1}, unique_for=0.5)
+    assert app.enqueue("plain", {"n": 1}, unique_for=0.5) == first
+    assert app.enqueue("plain", {"n": 2}, unique_for=0.5) != first  # another payload is another job
+    later = wait_until(lambda: (lambda i: i if i != first else None)(app.enqueue("plain", {"n": 1}, unique_for=0.5)), timeout=5)
+    assert later != first
+    assert app.count_jobs() == 3
+
+
+def _orders_table(app: Conveyor) -> str:
+    with app.transaction() as tx:
+        tx.execute("CREATE TABLE shop_orders (id TEXT PRIMARY KEY)")
+    return "?" if app.backend.flavour == "sqlite" else "%s"  # type: ignore[attr-defined]
+
+
+def test_enqueue_joins_the_callers_transaction_commit(app: Conveyor) -> None:
+    mark = _orders_table(app)
+    with app.transaction() as tx:
+        tx.execute(f"INSERT INTO shop_orders (id) VALUES ({mark})", ("o1",))
+        job_id = app.enqueue("plain", {"order": "o1"}, connection=tx)
+    assert app.get_job(job_id).payload == {"order": "o1"}
+    with app.transaction() as tx:
+        assert tx.execute("SELECT count(*) FROM shop_orders").fetchone()[0] == 1
+
+
+def test_enqueue_joins_the_callers_transaction_rollback(app: Conveyor) -> None:
+    mark = _orders_table(app)
+    with pytest.raises(RuntimeError):
+        with app.transaction() as tx:
+            tx.execute(f"INSERT INTO shop_orders (id) VALUES ({mark})", ("o1",))
+            app.enqueue("plain", {"order": "o1"}, connection=tx)
+            app.enqueue_many([("plain", {}), ("plain", {})], connection=tx)
+            raise RuntimeError("payment declined")
+    assert app.count_jobs() == 0
+    with app.transaction() as tx:
+        assert tx.execute("SELECT count(*) FROM shop_orders").fetchone()[0] == 0
+
+
+def test_async_client_api(app: Conveyor) -> None:
+    async def scenario() -> tuple[int, list[int]]:
+        one = await app.aenqueue("plain", {"n": 1}, priority=3)
+        many = await app.aenqueue_many([("plain", {"n": 2}), ("plain", {"n": 3})])
+        return one, many
+
+    one, many = asyncio.run(scenario())
+    assert asyncio.run(app.aget_job(one)).priority == 3
+    assert app.count_jobs() == 3 and len(many) == 2

@@ -1,0 +1,71 @@
+"""Migrations and indexes: applied once, safe when processes start together, claim stays indexed."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+
+from conveyor import Conveyor
+from conveyor.backends import from_url
+from conveyor.backends.migrate import load
+
+
+def test_first_use_migrates_and_records_versions(app: Conveyor) -> None:
+    app.count_jobs()
+    expected = [m.version for m in load(app.backend.flavour)]  # type: ignore[attr-defined]
+    assert app.backend.migrations_applied() == expected  # type: ignore[attr-defined]
+    assert app.backend.migrate() == []  # nothing left to apply
+
+
+def test_concurrent_migrations_agree(database_url: str) -> None:
+    errors: list[BaseException] = []
+    applied: list[list[int]] = []
+    start = threading.Barrier(4)
+
+    def migrate() -> None:
+        backend = from_url(database_url)
+        try:
+            start.wait()
+            applied.append(backend.migrate())
+        except BaseException as exc:  # noqa: BLE001 - collected for the assertion
+            errors.append(exc)
+        finally:
+            backend.close()
+
+    threads = [threading.Thread(target=migrate) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    versions = [v for a in applied for v in a]
+    assert sorted(versions) == sorted(set(versions))  # each applied exactly once
+    assert from_url(database_url).migrations_applied() == [m.version for m in load(from_url(database_url).flavour)]  # type: ignore[attr-defined]
+
+
+def test_cli_migrate(database_url: str) -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "conveyor", "migrate", "--database-url", database_url], capture_output=True, text=True, timeout=60
+    )
+    assert run.returncode == 0, run.stderr
+    assert "applied migrations [1" in run.stdout
+    again = subprocess.run(
+        [sys.executable, "-m", "conveyor", "migrate", "--database-url", database_url], capture_output=True, text=True, timeout=60
+    )
+    assert "up to date" in again.stdout
+
+
+def test_claim_uses_the_partial_index_however_many_jobs_are_finished(app: Conveyor) -> None:
+    @app.job()
+    def noop(p: dict) -> None:  # type: ignore[type-arg]
+        return None
+
+    app.enqueue_many([("noop", {}) for _ in range(3000)])
+    app.cancel_jobs(type="noop")  # 3,000 finished rows the claim must not read
+    app.enqueue_many([("noop", {}) for _ in range(3000)])  # a backlog: the index must give the order
+    if hasattr(app.backend, "analyze"):
+        app.backend.analyze()
+    plan = app.backend.explain_claim(["default"])  # type: ignore[attr-defined]
+    assert "conveyor_jobs_claim" in plan, plan
+    assert "SCAN conveyor_jobs\n" not in plan + "\n" and "Seq Scan" not in plan, plan
