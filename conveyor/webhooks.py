@@ -1,0 +1,284 @@
+"""Webhooks in the Standard Webhooks scheme: signing, verification against replays, and delivery.
+
+A message is signed as ``HMAC-SHA256(key, f"{id}.{timestamp}.{body}")`` and sent with the
+headers ``webhook-id``, ``webhook-timestamp`` and ``webhook-signature: v1,<base64>``; secrets
+look like ``whsec_<base64 key>``. Receivers in any language can verify it with the scheme's
+own libraries. Delivery is one HTTP POST; retries with backoff belong to the job that calls
+it, so a delivery that keeps failing ends in the dead-letter queue like any other job.
+
+>>> secret = new_secret()
+>>> headers = sign_headers(secret, "msg_1", b'{"type":"order.completed"}')
+>>> verify(secret, headers, b'{"type":"order.completed"}')
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import ipaddress
+import json
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from conveyor.errors import WebhookDeliveryError, WebhookError, WebhookURLRefused, WebhookVerificationError
+
+__all__ = [
+    "DEFAULT_TOLERANCE",
+    "Delivery",
+    "ReplayGuard",
+    "WebhookDeliveryError",
+    "WebhookError",
+    "WebhookURLRefused",
+    "WebhookVerificationError",
+    "check_url",
+    "deliver",
+    "encode_body",
+    "new_message_id",
+    "new_secret",
+    "sign",
+    "sign_headers",
+    "verify",
+]
+
+SECRET_PREFIX = "whsec_"
+DEFAULT_TOLERANCE = 300.0
+"""Seconds a message's timestamp may differ from the receiver's clock (the scheme's five minutes)."""
+
+Resolver = Callable[[str, int], list[str]]
+
+
+def new_secret(size: int = 24) -> str:
+    """A fresh signing secret, ``whsec_`` and the base64 of ``size`` random bytes."""
+    return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(size)).decode()
+
+
+def new_message_id() -> str:
+    """A unique ``webhook-id``; keep the same one across retries of one message."""
+    return "msg_" + secrets.token_hex(12)
+
+
+def secret_key(secret: str) -> bytes:
+    """The HMAC key inside a ``whsec_`` secret (a secret without the prefix is read as base64 too)."""
+    text = secret.removeprefix(SECRET_PREFIX)
+    try:
+        key = base64.b64decode(text, validate=True)
+    except ValueError:
+        raise WebhookError("webhook secret is not base64 (expected whsec_<base64>)") from None
+    if not key:
+        raise WebhookError("webhook secret is empty")
+    return key
+
+
+def encode_body(payload: Any) -> bytes:
+    """The exact bytes that are signed and sent: bytes as they are, anything else as compact JSON."""
+    if isinstance(payload, bytes):
+        return payload
+    if isinstance(payload, str):
+        return payload.encode()
+    return json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
+
+
+def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
+    """The ``webhook-signature`` value for one message: ``v1,<base64 HMAC-SHA256>``."""
+    signed = f"{msg_id}.{timestamp}.".encode() + body
+    digest = hmac.new(secret_key(secret), signed, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(digest).decode()
+
+
+def sign_headers(secret: str, msg_id: str, body: bytes, timestamp: int | None = None) -> dict[str, str]:
+    """The three Standard Webhooks headers for ``body``, timestamped now unless told otherwise."""
+    ts = int(time.time()) if timestamp is None else int(timestamp)
+    return {"webhook-id": msg_id, "webhook-timestamp": str(ts), "webhook-signature": sign(secret, msg_id, ts, body)}
+
+
+class ReplayGuard:
+    """Remembers the ids of messages a receiver accepted, for as long as their timestamps are valid.
+
+    A replayed message older than the tolerance already fails ``verify``; this catches the
+    replays inside the window. Call ``remember`` only once the message was processed, so the
+    sender's retry of a message the receiver failed on is still accepted.
+    """
+
+    def __init__(self, tolerance: float = DEFAULT_TOLERANCE) -> None:
+        self.tolerance = tolerance
+        self._seen: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def seen(self, msg_id: str) -> bool:
+        with self._lock:
+            return msg_id in self._seen
+
+    def remember(self, msg_id: str, timestamp: float, now: float | None = None) -> None:
+        current = time.time() if now is None else now
+        with self._lock:
+            self._seen[msg_id] = float(timestamp)
+            horizon = current - 2 * self.tolerance
+            for old in [k for k, ts in self._seen.items() if ts < horizon]:
+                del self._seen[old]
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+
+def verify(
+    secret: str,
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    tolerance: float = DEFAULT_TOLERANCE,
+    now: float | None = None,
+    guard: ReplayGuard | None = None,
+) -> None:
+    """Check a received message; raise ``WebhookVerificationError`` saying why it is refused.
+
+    The timestamp must be within ``tolerance`` seconds of ``now`` (either way), one of the
+    ``v1`` signatures must match (constant-time), and, with a ``guard``, the id must be new.
+    """
+    lowered = {k.lower(): v for k, v in headers.items()}
+    msg_id = lowered.get("webhook-id")
+    stamp = lowered.get("webhook-timestamp")
+    signatures = lowered.get("webhook-signature")
+    if not msg_id or not stamp or not signatures:
+        raise WebhookVerificationError("missing webhook-id, webhook-timestamp or webhook-signature header")
+    try:
+        timestamp = int(stamp)
+    except ValueError:
+        raise WebhookVerificationError(f"webhook-timestamp is not an integer: {stamp!r}") from None
+    current = time.time() if now is None else now
+    if abs(current - timestamp) > tolerance:
+        raise WebhookVerificationError(f"webhook-timestamp {timestamp} is more than {tolerance:g} s from now")
+    expected = sign(secret, msg_id, timestamp, body).partition(",")[2].encode()
+    offered = [part.partition(",") for part in signatures.split()]
+    if not any(version == "v1" and hmac.compare_digest(expected, value.encode()) for version, _, value in offered):
+        raise WebhookVerificationError("no matching v1 signature")
+    if guard is not None and guard.seen(msg_id):
+        raise WebhookVerificationError(f"message {msg_id} was already received (replay)")
+
+
+def system_resolver(host: str, port: int) -> list[str]:
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise WebhookURLRefused(f"//{host}", f"cannot resolve host: {exc}") from None
+    return [str(info[4][0]) for info in infos]
+
+
+def check_url(url: str, *, allow_private: bool = False, resolve: Resolver = system_resolver) -> str:
+    """Refuse URLs a webhook must not reach: not http(s), or resolving to a non-public address.
+
+    Private, loopback, link-local, multicast and reserved addresses are refused unless
+    ``allow_private`` (a local demo or test), so a registered URL cannot be used to probe
+    the network the sender runs in. Checked at registration and again at every delivery,
+    because a name may resolve differently later.
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        raise WebhookURLRefused(url, "scheme must be http or https")
+    host = parts.hostname
+    if not host:
+        raise WebhookURLRefused(url, "no host")
+    if parts.username or parts.password:
+        raise WebhookURLRefused(url, "credentials in the URL are not allowed")
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        raise WebhookURLRefused(url, "invalid port") from None
+    if allow_private:
+        return url
+    try:
+        addresses = [host] if is_ip(host) else resolve(host, port)
+    except WebhookURLRefused as exc:
+        raise WebhookURLRefused(url, exc.reason) from None
+    if not addresses:
+        raise WebhookURLRefused(url, "host resolves to no address")
+    for text in addresses:
+        address = ipaddress.ip_address(text.split("%")[0])
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        if not address.is_global or address.is_multicast:
+            raise WebhookURLRefused(url, f"{host} is a private, loopback or reserved address ({address})")
+    return url
+
+
+def is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.split("%")[0])
+    except ValueError:
+        return False
+    return True
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """A delivery the receiver accepted (2xx)."""
+
+    url: str
+    msg_id: str
+    status_code: int
+    duration: float
+    response: str  # the first 1,000 characters of the answer, for the job's result
+
+
+def deliver(
+    url: str,
+    secret: str,
+    payload: Any,
+    *,
+    msg_id: str,
+    timestamp: int | None = None,
+    timeout: float = 10.0,
+    allow_private: bool = False,
+    client: httpx.Client | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> Delivery:
+    """POST one signed message; return the Delivery on 2xx, raise ``WebhookDeliveryError`` otherwise.
+
+    Redirects are not followed (they could lead to a refused address). A 429 or 503 answer's
+    ``Retry-After`` is kept on the error so the calling job can wait that long.
+
+    >>> deliver(endpoint.url, endpoint.secret, {"type": "order.completed", "data": {...}}, msg_id=event_id)
+    """
+    check_url(url, allow_private=allow_private)
+    body = encode_body(payload)
+    sent = {"content-type": "application/json", "user-agent": "conveyor-webhooks/1", **(headers or {})}
+    sent.update(sign_headers(secret, msg_id, body, timestamp))
+    started = time.monotonic()
+    own = client is None
+    http = client or httpx.Client(timeout=timeout, follow_redirects=False)
+    try:
+        response = http.post(url, content=body, headers=sent, timeout=timeout)
+    except httpx.HTTPError as exc:
+        raise WebhookDeliveryError(url, f"{type(exc).__name__}: {exc}") from exc
+    finally:
+        if own:
+            http.close()
+    if not 200 <= response.status_code < 300:
+        raise WebhookDeliveryError(
+            url, f"HTTP {response.status_code}", status_code=response.status_code, retry_after=retry_after(response)
+        )
+    return Delivery(url, msg_id, response.status_code, time.monotonic() - started, response.text[:1000])
+
+
+def retry_after(response: httpx.Response) -> float | None:
+    """Seconds from a ``Retry-After`` header (delta seconds or an HTTP date), if any."""
+    value = response.headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None

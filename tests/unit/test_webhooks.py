@@ -1,0 +1,199 @@
+"""Standard Webhooks signing, verification, URL checks and delivery against a real local HTTP server."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from conveyor import webhooks
+from conveyor.webhooks import (
+    ReplayGuard,
+    WebhookDeliveryError,
+    WebhookURLRefused,
+    WebhookVerificationError,
+    check_url,
+    deliver,
+    new_secret,
+    sign,
+    sign_headers,
+    verify,
+)
+
+SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
+BODY = b'{"type":"order.completed","data":{"order_id":"ord_1"}}'
+
+
+def test_signature_is_hmac_sha256_of_id_timestamp_body() -> None:
+    expected = base64.b64encode(
+        hmac.new(b"0123456789abcdef0123456789abcdef", b"msg_1.1700000000." + BODY, hashlib.sha256).digest()
+    ).decode()
+    assert sign(SECRET, "msg_1", 1700000000, BODY) == "v1," + expected
+
+
+def test_new_secret_is_whsec_base64() -> None:
+    secret = new_secret()
+    assert secret.startswith("whsec_")
+    assert len(base64.b64decode(secret.removeprefix("whsec_"))) == 24
+    assert new_secret() != secret
+
+
+def test_verify_accepts_own_signature_and_any_matching_v1() -> None:
+    headers = sign_headers(SECRET, "msg_2", BODY)
+    verify(SECRET, headers, BODY)
+    headers["webhook-signature"] = "v1,AAAA " + headers["webhook-signature"] + " v2,xyz"
+    verify(SECRET, {k.upper(): v for k, v in headers.items()}, BODY)  # header names are case-insensitive
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"body": BODY + b" "}, "signature"),
+        ({"secret": new_secret()}, "signature"),
+        ({"drop": "webhook-id"}, "missing"),
+        ({"timestamp": "soon"}, "integer"),
+        ({"age": 301}, "more than"),
+        ({"age": -301}, "more than"),
+    ],
+)
+def test_verify_refuses(change: dict[str, object], reason: str) -> None:
+    now = time.time()
+    ts = int(now - float(change.get("age", 0)))  # type: ignore[arg-type]
+    headers = sign_headers(SECRET, "msg_3", BODY, timestamp=ts)
+    if "timestamp" in change:
+        headers["webhook-timestamp"] = str(change["timestamp"])
+    if "drop" in change:
+        del headers[str(change["drop"])]
+    body = change.get("body", BODY)
+    with pytest.raises(WebhookVerificationError, match=reason):
+        verify(str(change.get("secret", SECRET)), headers, body, now=now)  # type: ignore[arg-type]
+
+
+def test_replay_guard_refuses_a_remembered_id_within_the_window() -> None:
+    guard = ReplayGuard(tolerance=300)
+    headers = sign_headers(SECRET, "msg_4", BODY)
+    verify(SECRET, headers, BODY, guard=guard)  # not yet processed: a retry is still welcome
+    verify(SECRET, headers, BODY, guard=guard)
+    guard.remember("msg_4", int(headers["webhook-timestamp"]))
+    with pytest.raises(WebhookVerificationError, match="replay"):
+        verify(SECRET, headers, BODY, guard=guard)
+    later = time.time() + 10_000
+    guard.remember("msg_5", later, now=later)  # forgets ids older than the window
+    assert len(guard) == 1
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:8000/hook",
+        "http://localhost/hook",
+        "http://10.1.2.3/",
+        "http://192.168.0.10/",
+        "http://172.16.0.1/",
+        "http://169.254.169.254/latest/meta-data",
+        "http://[::1]/",
+        "http://[::ffff:127.0.0.1]/",
+        "http://0.0.0.0/",
+        "ftp://93.184.216.34/",
+        "http://user:pw@93.184.216.34/",
+        "not a url",
+    ],
+)
+def test_check_url_refuses_private_and_odd_urls(url: str) -> None:
+    with pytest.raises(WebhookURLRefused):
+        check_url(url)
+
+
+def test_check_url_resolves_names_and_allows_private_only_when_told() -> None:
+    assert check_url("https://93.184.216.34/hook") == "https://93.184.216.34/hook"
+    assert check_url("https://hooks.example/x", resolve=lambda host, port: ["93.184.216.34"]) == "https://hooks.example/x"
+    with pytest.raises(WebhookURLRefused, match="private"):
+        check_url("https://rebound.example/x", resolve=lambda host, port: ["93.184.216.34", "10.0.0.5"])
+    assert check_url("http://127.0.0.1:9/hook", allow_private=True) == "http://127.0.0.1:9/hook"
+
+
+class Receiver(BaseHTTPRequestHandler):
+    """Answers with the status queued in ``server.answers`` and records each request."""
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["content-length"]))
+        server: ReceiverServer = self.server  # type: ignore[assignment]
+        server.received.append((dict(self.headers.items()), body))
+        status, extra = server.answers.pop(0) if server.answers else (204, {})
+        self.send_response(status)
+        for key, value in extra.items():
+            self.send_header(key, value)
+        self.send_header("content-length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+class ReceiverServer(ThreadingHTTPServer):
+    received: list[tuple[dict[str, str], bytes]]
+    answers: list[tuple[int, dict[str, str]]]
+
+
+@pytest.fixture
+def receiver() -> Iterator[ReceiverServer]:
+    server = ReceiverServer(("127.0.0.1", 0), Receiver)
+    server.received, server.answers = [], []
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def url_of(server: ReceiverServer) -> str:
+    return f"http://127.0.0.1:{server.server_address[1]}/hook"
+
+
+def test_deliver_posts_a_verifiable_message(receiver: ReceiverServer) -> None:
+    payload = {"type": "order.completed", "data": {"order_id": "ord_9", "total": 8999}}
+    result = deliver(url_of(receiver), SECRET, payload, msg_id="msg_9", allow_private=True)
+    assert result.status_code == 204 and result.msg_id == "msg_9"
+    headers, body = receiver.received[0]
+    assert json.loads(body) == payload
+    verify(SECRET, headers, body)
+
+
+def test_deliver_refuses_private_urls_by_default(receiver: ReceiverServer) -> None:
+    with pytest.raises(WebhookURLRefused):
+        deliver(url_of(receiver), SECRET, {}, msg_id="msg_10")
+    assert receiver.received == []
+
+
+def test_deliver_raises_on_error_answers_with_retry_after(receiver: ReceiverServer) -> None:
+    receiver.answers += [(500, {}), (429, {"Retry-After": "7"}), (301, {"Location": "http://10.0.0.1/"})]
+    with pytest.raises(WebhookDeliveryError) as failed:
+        deliver(url_of(receiver), SECRET, {}, msg_id="msg_11", allow_private=True)
+    assert failed.value.status_code == 500 and failed.value.retry_after is None
+    with pytest.raises(WebhookDeliveryError) as limited:
+        deliver(url_of(receiver), SECRET, {}, msg_id="msg_11", allow_private=True)
+    assert limited.value.status_code == 429 and limited.value.retry_after == 7.0
+    with pytest.raises(WebhookDeliveryError, match="301"):  # redirects are not followed
+        deliver(url_of(receiver), SECRET, {}, msg_id="msg_11", allow_private=True)
+    assert len(receiver.received) == 3
+    assert {h["webhook-id"] for h, _ in receiver.received} == {"msg_11"}
+
+
+def test_deliver_raises_when_nobody_listens(receiver: ReceiverServer) -> None:
+    url = url_of(receiver)
+    receiver.shutdown()
+    receiver.server_close()
+    with pytest.raises(WebhookDeliveryError, match="Connect"):
+        deliver(url, SECRET, {}, msg_id="msg_12", allow_private=True, timeout=2)
+
+
+def test_secret_must_be_base64() -> None:
+    with pytest.raises(webhooks.WebhookError, match="base64"):
+        sign("whsec_not base64!", "m", 1, b"")
