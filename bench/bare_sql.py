@@ -1,0 +1,203 @@
+"""The bare-SQL limit: Conveyor's claims and completions with no Conveyor code on the hot path.
+
+    python bench/bare_sql.py --backend sqlite|postgres [--count 20000] [--claim 100] [--finish 100]
+    python bench/bare_sql.py --backend sqlite|postgres --sweep
+
+The schema is made by Conveyor's migrations and the jobs queued by Conveyor (set-up, not
+timed). The timed loop then uses the same driver (sqlite3, psycopg 3), the same statements
+as conveyor/backends (kept textually in step with them, one queue) and the same batch sizes:
+claim up to ``claim`` pending jobs in one transaction, write their completions back in
+transactions of ``finish``, until the queue is empty. ``--sweep`` varies the batch sizes and
+the statement shapes to show what bounds the limit itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sqlite3
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.scratch import Scratch
+
+NOW = "((julianday('now') - 2440587.5) * 86400.0)"
+COLUMNS = (
+    "id, type, queue, state, payload, priority, attempt, max_attempts, run_at, created_at, "
+    "attempted_at, finished_at, lease_token, lease_expires_at, worker_id, timeout, unique_key, "
+    "workflow_id, parent_id, progress, result, errors, backoff"
+)
+PG_COLUMNS = ", ".join(f"j.{c.strip()}" for c in COLUMNS.split(","))
+
+SQLITE_STAGE = f"""
+UPDATE conveyor_jobs SET state = 'pending'
+WHERE id IN (SELECT id FROM conveyor_jobs WHERE state = 'scheduled' AND run_at <= {NOW} ORDER BY run_at LIMIT 1000)
+"""
+SQLITE_CLAIM = f"""
+UPDATE conveyor_jobs SET state = 'running', attempt = attempt + 1, lease_token = lease_token + 1,
+       worker_id = ?, attempted_at = {NOW}, lease_expires_at = {NOW} + ?
+WHERE id IN (SELECT id FROM (SELECT * FROM (SELECT id, priority FROM conveyor_jobs WHERE state = 'pending' AND queue = ?
+             ORDER BY priority DESC, id LIMIT ?)) ORDER BY priority DESC, id LIMIT ?)
+RETURNING {COLUMNS}
+"""
+SQLITE_FINISH_ROW = f"""
+UPDATE conveyor_jobs SET
+    state = CASE WHEN :state = 'pending' AND :delay > 0 THEN 'scheduled' ELSE :state END,
+    run_at = CASE WHEN :state = 'pending' THEN {NOW} + :delay ELSE run_at END,
+    finished_at = CASE WHEN :state IN ('completed','dead','cancelled') THEN {NOW} ELSE NULL END,
+    attempt = attempt - :refund,
+    result = :result,
+    errors = CASE WHEN :error IS NULL THEN errors ELSE json_insert(errors, '$[#]', json_object(
+        'attempt', attempt, 'at', {NOW}, 'error', :error, 'traceback', :traceback, 'worker_id', :worker_id)) END,
+    worker_id = NULL,
+    lease_expires_at = NULL
+WHERE id = :id AND lease_token = :token AND state = 'running'
+RETURNING id
+"""
+
+PG_STAGE = """
+UPDATE conveyor_jobs SET state = 'pending'
+WHERE id IN (SELECT id FROM conveyor_jobs WHERE state = 'scheduled' AND run_at <= now()
+             ORDER BY run_at LIMIT 1000 FOR UPDATE SKIP LOCKED)
+"""
+PG_CLAIM = f"""
+UPDATE conveyor_jobs j SET state = 'running', attempt = j.attempt + 1, lease_token = j.lease_token + 1,
+       worker_id = %s, attempted_at = now(), lease_expires_at = now() + make_interval(secs => %s)
+FROM (SELECT id FROM ((SELECT id, priority FROM conveyor_jobs WHERE state = 'pending' AND queue = %s
+      ORDER BY priority DESC, id LIMIT %s FOR UPDATE SKIP LOCKED)) AS c ORDER BY priority DESC, id LIMIT %s) AS picked
+WHERE j.id = picked.id
+RETURNING {PG_COLUMNS}
+"""
+PG_FINISH_ROW = """
+UPDATE conveyor_jobs SET
+    state = CASE WHEN %(state)s::text = 'pending' AND %(delay)s::float8 > 0 THEN 'scheduled' ELSE %(state)s::text END,
+    run_at = CASE WHEN %(state)s::text = 'pending' THEN now() + make_interval(secs => %(delay)s::float8) ELSE run_at END,
+    finished_at = CASE WHEN %(state)s::text IN ('completed','dead','cancelled') THEN now() ELSE NULL END,
+    attempt = attempt - %(refund)s::int4,
+    result = %(result)s::jsonb,
+    errors = CASE WHEN %(error)s::text IS NULL THEN errors ELSE errors || jsonb_build_array(jsonb_build_object(
+        'attempt', attempt, 'at', extract(epoch FROM now()), 'error', %(error)s::text,
+        'traceback', %(traceback)s::text, 'worker_id', %(worker_id)s::text)) END,
+    worker_id = NULL,
+    lease_expires_at = NULL
+WHERE id = %(id)s AND lease_token = %(token)s AND state = 'running'
+RETURNING id
+"""
+
+WORKER = "bare-sql"
+LEASE = 15.0
+
+
+def completion(job_id: int, token: int) -> dict[str, Any]:
+    return {
+        "id": job_id,
+        "token": token,
+        "state": "completed",
+        "delay": 0.0,
+        "refund": 0,
+        "result": None,
+        "error": None,
+        "traceback": None,
+        "worker_id": WORKER,
+    }
+
+
+# -- SQLite ---------------------------------------------------------------------------------
+
+
+def sqlite_loop(path: str, claim: int, finish: int) -> int:
+    conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA busy_timeout = 30000")
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = FULL")
+    done = 0
+    try:
+        while True:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute(SQLITE_STAGE)
+            rows = conn.execute(SQLITE_CLAIM, (WORKER, LEASE, "bench", claim, claim)).fetchall()
+            conn.execute("COMMIT")
+            if not rows:
+                return done
+            for start in range(0, len(rows), finish):
+                conn.execute("BEGIN IMMEDIATE")
+                for r in rows[start : start + finish]:
+                    conn.execute(SQLITE_FINISH_ROW, completion(r[0], r[12])).fetchone()
+                conn.execute("COMMIT")
+            done += len(rows)
+    finally:
+        conn.close()
+
+
+# -- PostgreSQL -----------------------------------------------------------------------------
+
+
+def postgres_loop(url: str, claim: int, finish: int) -> int:
+    done = 0
+    with psycopg.connect(url, autocommit=False) as conn:
+        while True:
+            with conn.transaction():
+                conn.execute(PG_STAGE)
+                rows = conn.execute(PG_CLAIM, (WORKER, LEASE, "bench", claim, claim)).fetchall()
+            if not rows:
+                return done
+            for start in range(0, len(rows), finish):
+                with conn.transaction(), conn.cursor() as cur:
+                    cur.executemany(
+                        PG_FINISH_ROW, [completion(r[0], r[12]) for r in rows[start : start + finish]], returning=True
+                    )
+            done += len(rows)
+
+
+LOOPS: dict[str, Callable[[str, int, int], int]] = {"sqlite": sqlite_loop, "postgres": postgres_loop}
+
+
+def measure(backend: str, count: int, claim: int, finish: int) -> float:
+    """Jobs/s of the bare loop over ``count`` queued no-op jobs on a fresh scratch database."""
+    from conveyor import Conveyor
+
+    with Scratch.create(backend) as db:
+        app = Conveyor(db.url)
+        try:
+            app.job(name="noop", queue="bench", max_attempts=1)(lambda p: None)
+            for start in range(0, count, 1000):
+                app.enqueue_many([("noop", {"i": i}) for i in range(start, min(start + 1000, count))])
+        finally:
+            app.close()
+        target = db.url.removeprefix("sqlite:///") if backend == "sqlite" else db.url
+        started = time.perf_counter()
+        done = LOOPS[backend](target, claim, finish)
+        elapsed = time.perf_counter() - started
+        assert done == count, (done, count)
+        return count / elapsed
+
+
+def sweep(backend: str, count: int, batches: Sequence[int]) -> list[tuple[int, float]]:
+    return [(size, measure(backend, count, size, size)) for size in batches]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backend", choices=("sqlite", "postgres"), required=True)
+    parser.add_argument("--count", type=int, default=20_000)
+    parser.add_argument("--claim", type=int, default=100, help="jobs per claim (the worker's concurrency)")
+    parser.add_argument("--finish", type=int, default=100, help="completions per transaction (finish_batch)")
+    parser.add_argument("--sweep", action="store_true", help="batch sizes 1, 10, 100, 1000")
+    args = parser.parse_args(argv)
+    if args.sweep:
+        print(f"| {args.backend} batch | bare-SQL jobs/s |\n|---|---|")
+        for size, rate in sweep(args.backend, args.count, (1, 10, 100, 1000)):
+            print(f"| {size} | {rate:,.0f} |")
+        return 0
+    print(f"{measure(args.backend, args.count, args.claim, args.finish):,.0f} jobs/s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,350 @@
+"""Conveyor's benchmark: throughput, latency and memory on one backend, against the bare-SQL limit.
+
+    python bench/run.py --backend sqlite|postgres [--json] [--quick]
+
+Every workload runs against a fresh scratch database (a temp SQLite file or its own
+PostgreSQL schema) with real ``conveyor worker`` processes; each runs 3 times (once with
+--quick) and the median is kept. Figures go to bench/results/<backend>.json (--quick:
+<backend>-quick.json) and a markdown table is printed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import bare_sql
+from bench.app import declare
+from bench.scratch import Scratch
+from bench.workers import WorkerProcess
+from conveyor import Conveyor
+
+RESULTS = Path(__file__).resolve().parent / "results"
+CONCURRENCY = 100  # drain workers: a claim asks for up to this many jobs
+FINISH_BATCH = 100  # the worker's default finish_batch: outcomes per completion write
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How much work each workload does; --quick shrinks everything but the shape."""
+
+    repeats: int
+    singles: int
+    bulk: int
+    drain: int
+    pickups: int
+    naps: int
+    growth: tuple[int, ...]
+    memory: int
+
+    @classmethod
+    def full(cls) -> Sizes:
+        return cls(
+            repeats=3,
+            singles=2_000,
+            bulk=20_000,
+            drain=20_000,
+            pickups=200,
+            naps=1_000,
+            growth=(0, 100_000, 1_000_000),
+            memory=100_000,
+        )
+
+    @classmethod
+    def quick(cls) -> Sizes:
+        return cls(repeats=1, singles=200, bulk=5_000, drain=3_000, pickups=30, naps=1_000, growth=(0, 20_000), memory=5_000)
+
+
+def median_of(repeats: int, measure: Callable[[], float]) -> dict[str, Any]:
+    runs = [measure() for _ in range(repeats)]
+    return {"median": statistics.median(runs), "runs": runs}
+
+
+def wait_for(check: Callable[[], bool], timeout: float, what: str, worker: WorkerProcess | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if worker is not None:
+            worker.check()
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.02)
+
+
+def enqueue_noops(app: Conveyor, count: int, job_type: str = "noop") -> None:
+    for start in range(0, count, 1000):
+        app.enqueue_many([(job_type, {"i": i}) for i in range(start, min(start + 1000, count))])
+
+
+def bench_app(url: str) -> Conveyor:
+    """The bench app's declarations on a client of ``url`` (the enqueuing side)."""
+    return declare(Conveyor(url))
+
+
+# -- 1. enqueue -----------------------------------------------------------------------------
+
+
+def enqueue_single(backend: str, count: int) -> float:
+    with Scratch.create(backend) as db:
+        app = bench_app(db.url)
+        try:
+            app.enqueue("noop", {"i": -1})  # open the connection outside the timing
+            started = time.perf_counter()
+            for i in range(count):
+                app.enqueue("noop", {"i": i})
+            return count / (time.perf_counter() - started)
+        finally:
+            app.close()
+
+
+def enqueue_bulk(backend: str, count: int) -> float:
+    with Scratch.create(backend) as db:
+        app = bench_app(db.url)
+        try:
+            app.enqueue("noop", {"i": -1})
+            started = time.perf_counter()
+            enqueue_noops(app, count)
+            return count / (time.perf_counter() - started)
+        finally:
+            app.close()
+
+
+# -- 2, 6, 7. drain -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Drain:
+    rate: float  # jobs/s from the first claim to the last completion, on the database's clock
+    wall: float  # seconds from starting the worker process to seeing every job completed
+    peak_rss_mb: float
+
+
+def drain(db: Scratch, count: int, processes: int = 1, job_type: str = "noop", concurrency: int = CONCURRENCY) -> Drain:
+    """Queue ``count`` jobs, then start the worker and time it until all are completed."""
+    after = db.last_id()
+    app = bench_app(db.url)
+    try:
+        enqueue_noops(app, count, job_type)
+    finally:
+        app.close()
+    with WorkerProcess(db.url, concurrency=concurrency, processes=processes) as worker:
+        wait_for(lambda: db.completed_after(after) >= count, 300, f"{count} jobs to complete", worker)
+        wall = time.monotonic() - worker.started
+        peak = worker.memory_mb("VmHWM")
+    done, first, last = db.window(after)
+    assert done == count, (done, count)
+    return Drain(count / max(last - first, 1e-6), wall, peak)
+
+
+def drain_rate(backend: str, count: int, processes: int) -> float:
+    with Scratch.create(backend) as db:
+        return drain(db, count, processes).rate
+
+
+def growth(backend: str, sizes: Sizes) -> dict[str, Any]:
+    """The drain rate with N finished jobs left in the table: the claim must not notice them."""
+    out: dict[str, Any] = {}
+    for finished in sizes.growth:
+        with Scratch.create(backend) as db:
+            db.seed_finished(finished)
+            out[str(finished)] = median_of(sizes.repeats, lambda: drain(db, sizes.drain).rate)
+    return out
+
+
+def memory(backend: str, count: int) -> dict[str, float]:
+    """Idle RSS, then RSS through a ``count``-job drain: peak, and growth from 20% done to the end."""
+    with Scratch.create(backend) as db, WorkerProcess(db.url, concurrency=CONCURRENCY) as worker:
+        wait_for(lambda: bool(db.query("SELECT count(*) FROM conveyor_workers")[0][0]), 30, "the worker to register", worker)
+        time.sleep(1.0)
+        idle = worker.memory_mb()
+        after = db.last_id()
+        app = bench_app(db.url)
+        try:
+            enqueue_noops(app, count)
+        finally:
+            app.close()
+        early = 0.0
+        while (done := db.completed_after(after)) < count:
+            worker.check()
+            if not early and done >= count // 5:
+                early = worker.memory_mb()
+            time.sleep(0.05)
+        time.sleep(0.5)
+        end = worker.memory_mb()
+        return {"idle_rss_mb": idle, "peak_rss_mb": worker.memory_mb("VmHWM"), "rss_growth_mb": end - (early or end)}
+
+
+# -- 3. pickup latency ------------------------------------------------------------------------
+
+
+def pickup(backend: str, count: int) -> dict[str, float]:
+    """An idle worker; jobs enqueued one at a time 20 ms apart; enqueue-to-claim in ms."""
+    with Scratch.create(backend) as db, WorkerProcess(db.url, concurrency=10) as worker:
+        wait_for(lambda: bool(db.query("SELECT count(*) FROM conveyor_workers")[0][0]), 30, "the worker to register", worker)
+        time.sleep(0.5)
+        after = db.last_id()
+        app = bench_app(db.url)
+        try:
+            for i in range(count):
+                app.enqueue("noop", {"i": i})
+                time.sleep(0.02)
+        finally:
+            app.close()
+        wait_for(lambda: db.completed_after(after) >= count, 60, "the pickups", worker)
+        waits = db.waits_ms(after)
+    return {"p50": percentile(waits, 50), "p99": percentile(waits, 99)}
+
+
+def percentile(values: list[float], pct: float) -> float:
+    ordered = sorted(values)
+    rank = max(0, min(len(ordered) - 1, round(pct / 100 * len(ordered) + 0.5) - 1))
+    return ordered[rank]
+
+
+# -- 4. concurrency ---------------------------------------------------------------------------
+
+
+def naps(backend: str, count: int) -> float:
+    """``count`` jobs that each sleep 50 ms, concurrency 50: seconds from first claim to last completion."""
+    with Scratch.create(backend) as db:
+        after = db.last_id()
+        result = drain(db, count, job_type="nap", concurrency=50)
+        _, first, last = db.window(after)
+        del result
+        return last - first
+
+
+# -- the suite --------------------------------------------------------------------------------
+
+
+def run(backend: str, sizes: Sizes, log: Callable[[str], None]) -> dict[str, Any]:
+    figures: dict[str, Any] = {}
+
+    def step(name: str, fn: Callable[[], Any]) -> None:
+        started = time.monotonic()
+        figures[name] = fn()
+        log(f"  {name}: {short(figures[name])}  ({time.monotonic() - started:.1f} s)")
+
+    step("enqueue_single_per_s", lambda: median_of(sizes.repeats, lambda: enqueue_single(backend, sizes.singles)))
+    step("enqueue_bulk_per_s", lambda: median_of(sizes.repeats, lambda: enqueue_bulk(backend, sizes.bulk)))
+    step("drain_per_s", lambda: median_of(sizes.repeats, lambda: drain_rate(backend, sizes.drain, 1)))
+    step("drain_2proc_per_s", lambda: median_of(sizes.repeats, lambda: drain_rate(backend, sizes.drain, 2)))
+    pickups = [pickup(backend, sizes.pickups) for _ in range(sizes.repeats)]
+    figures["pickup_p50_ms"] = {"median": statistics.median(p["p50"] for p in pickups), "runs": [p["p50"] for p in pickups]}
+    figures["pickup_p99_ms"] = {"median": statistics.median(p["p99"] for p in pickups), "runs": [p["p99"] for p in pickups]}
+    log(f"  pickup_p50_ms: {short(figures['pickup_p50_ms'])}  pickup_p99_ms: {short(figures['pickup_p99_ms'])}")
+    step("sleep_workload_s", lambda: median_of(sizes.repeats, lambda: naps(backend, sizes.naps)))
+    step(
+        "bare_sql_per_s",
+        lambda: median_of(sizes.repeats, lambda: bare_sql.measure(backend, sizes.drain, CONCURRENCY, FINISH_BATCH)),
+    )
+    step("growth_per_s", lambda: growth(backend, sizes))
+    mems = [memory(backend, sizes.memory) for _ in range(sizes.repeats)]
+    for key in ("idle_rss_mb", "peak_rss_mb", "rss_growth_mb"):
+        figures[key] = {"median": statistics.median(m[key] for m in mems), "runs": [m[key] for m in mems]}
+    log(
+        f"  memory: idle {figures['idle_rss_mb']['median']:.1f} MB, peak {figures['peak_rss_mb']['median']:.1f} MB, "
+        f"growth {figures['rss_growth_mb']['median']:+.1f} MB"
+    )
+
+    growth_rates = figures["growth_per_s"]
+    sizes_seen = sorted(growth_rates, key=int)
+    ratios = {
+        "drain_over_bare_sql": figures["drain_per_s"]["median"] / figures["bare_sql_per_s"]["median"],
+        "drain_2proc_over_bare_sql": figures["drain_2proc_per_s"]["median"] / figures["bare_sql_per_s"]["median"],
+        "growth_largest_over_empty": growth_rates[sizes_seen[-1]]["median"] / growth_rates[sizes_seen[0]]["median"],
+    }
+    return {
+        "backend": backend,
+        "quick": sizes.repeats == 1,
+        "sizes": sizes.__dict__ | {"growth": list(sizes.growth)},
+        "batch": {"claim": CONCURRENCY, "finish": FINISH_BATCH},
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "figures": figures,
+        "ratios": ratios,
+        "targets": targets(backend, figures, ratios),
+    }
+
+
+def targets(backend: str, f: dict[str, Any], r: dict[str, float]) -> dict[str, bool]:
+    """The issue's targets for this machine; ratios hold anywhere."""
+    bulk, pickup_ms = (50_000, 20) if backend == "sqlite" else (30_000, 5)
+    return {
+        "drain >= 50% of bare SQL": r["drain_over_bare_sql"] >= 0.5,
+        f"bulk enqueue >= {bulk:,}/s": f["enqueue_bulk_per_s"]["median"] >= bulk,
+        f"pickup p50 < {pickup_ms} ms": f["pickup_p50_ms"]["median"] < pickup_ms,
+        "sleep workload < 1.5 s": f["sleep_workload_s"]["median"] < 1.5,
+        "growth within 20%": r["growth_largest_over_empty"] >= 0.8,
+        "idle RSS < 80 MB": f["idle_rss_mb"]["median"] < 80,
+        "no RSS growth over the drain (< 5 MB)": f["rss_growth_mb"]["median"] < 5,
+    }
+
+
+def short(value: Any) -> str:
+    if isinstance(value, dict) and "median" in value:
+        return f"{value['median']:,.1f}"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}: {short(v)}" for k, v in value.items())
+    return str(value)
+
+
+def table(result: dict[str, Any]) -> str:
+    f, r = result["figures"], result["ratios"]
+    rows = [
+        ("single enqueue", f"{f['enqueue_single_per_s']['median']:,.0f} jobs/s"),
+        ("bulk enqueue (1,000 a call)", f"{f['enqueue_bulk_per_s']['median']:,.0f} jobs/s"),
+        ("drain, 1 process", f"{f['drain_per_s']['median']:,.0f} jobs/s"),
+        ("drain, 2 processes", f"{f['drain_2proc_per_s']['median']:,.0f} jobs/s"),
+        ("bare-SQL limit (same batches)", f"{f['bare_sql_per_s']['median']:,.0f} jobs/s"),
+        ("drain / bare-SQL limit", f"{r['drain_over_bare_sql']:.0%} (2 processes: {r['drain_2proc_over_bare_sql']:.0%})"),
+        ("pickup latency p50 / p99", f"{f['pickup_p50_ms']['median']:.1f} ms / {f['pickup_p99_ms']['median']:.1f} ms"),
+        ("1,000 × 50 ms sleeps, concurrency 50", f"{f['sleep_workload_s']['median']:.2f} s"),
+    ]
+    for size, value in f["growth_per_s"].items():
+        rows.append((f"drain with {int(size):,} finished rows", f"{value['median']:,.0f} jobs/s"))
+    rows += [
+        ("largest / empty table drain", f"{r['growth_largest_over_empty']:.0%}"),
+        ("worker RSS idle / peak", f"{f['idle_rss_mb']['median']:.1f} MB / {f['peak_rss_mb']['median']:.1f} MB"),
+        ("worker RSS growth over the drain", f"{f['rss_growth_mb']['median']:+.1f} MB"),
+    ]
+    lines = [f"| {result['backend']} | |", "|---|---|", *(f"| {a} | {b} |" for a, b in rows)]
+    lines += ["", "| target | met |", "|---|---|", *(f"| {k} | {'yes' if v else 'NO'} |" for k, v in result["targets"].items())]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backend", choices=("sqlite", "postgres"), required=True)
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON instead of the table")
+    parser.add_argument("--quick", action="store_true", help="small sizes, one run each (under 30 s)")
+    parser.add_argument("--out", type=Path, help="where to write the JSON (default bench/results/<backend>[-quick].json)")
+    args = parser.parse_args(argv)
+    sizes = Sizes.quick() if args.quick else Sizes.full()
+    log: Callable[[str], None] = (
+        (lambda s: print(s, file=sys.stderr, flush=True)) if args.json else (lambda s: print(s, flush=True))
+    )
+    log(f"conveyor bench: {args.backend}{' (quick)' if args.quick else ''}")
+    result = run(args.backend, sizes, log)
+    out = args.out or RESULTS / f"{args.backend}{'-quick' if args.quick else ''}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print()
+        print(table(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
