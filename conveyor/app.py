@@ -8,11 +8,13 @@ import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import datetime
 from typing import Any, TypeVar
 
 from conveyor.backends import from_url
 from conveyor.backends.base import Backend, JobFilter, NewJob, WorkerInfo
+from conveyor.backends.insights import AuditEntry, Insights, NewAuditEntry, PruneParams, SnapshotParams, WorkflowSummary, insights_for
 from conveyor.config import Settings
 from conveyor.errors import InvalidTransition, JobNotFound
 from conveyor.events import EventName, Events, JobEvent
@@ -20,6 +22,7 @@ from conveyor.job import Job, JobState
 from conveyor.options import resolve
 from conveyor.payload import encode
 from conveyor.registry import Registry
+from conveyor.stats import Health, Stats, Thresholds, shape
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -189,6 +192,76 @@ class Conveyor:
         """Delete finished jobs matching the filter; default: the whole dead-letter queue."""
         where.setdefault("state", JobState.DEAD)
         return self.backend.jobs_purge(job_filter(**where))
+
+    # -- monitoring and retention --------------------------------------------------------
+
+    @property
+    def insights(self) -> Insights:
+        """The store's monitoring side (stats, audit log, retention), sharing its connections."""
+        backend = self.backend
+        cached = self.__dict__.get("_insights")
+        if cached is None or cached[0] is not backend:
+            cached = self.__dict__["_insights"] = (backend, insights_for(backend))
+        return cached[1]  # type: ignore[no-any-return]
+
+    def stats(self, window: float = 900.0, bucket: float = 10.0) -> Stats:
+        """Counts, throughput, failure rate, run and wait times per queue and type, and health.
+
+        >>> app.stats().queues[0].counts["pending"]
+        """
+        snapshot = self.insights.stats_snapshot(SnapshotParams(window=window, bucket=bucket))
+        return shape(snapshot, self.workers(), self.thresholds(), self.registry.queues())
+
+    async def astats(self) -> Stats:
+        return await asyncio.to_thread(self.stats)
+
+    def health(self) -> Health:
+        """``ok``, or ``degraded`` with the checks that failed (DLQ growth, old due jobs, no live worker)."""
+        return self.stats().health
+
+    def thresholds(self) -> Thresholds:
+        s = self.settings
+        return Thresholds(s.health_pending_age, s.health_dead_growth, s.worker_stale_after)
+
+    def audit(self, actor: str, action: str, target: str = "", **detail: Any) -> int:
+        """Record a mutating admin action (who, what, on what) in the audit log."""
+        return self.insights.audit_record(NewAuditEntry(actor, action, target, detail))
+
+    def audit_log(self, limit: int = 100, before_id: int | None = None) -> list[AuditEntry]:
+        return self.insights.audit_list(limit, before_id)
+
+    def prune_policy(self, **overrides: Any) -> PruneParams:
+        """The retention policy from settings; ``overrides`` use PruneParams' field names."""
+        s = self.settings
+        policy = PruneParams(s.retain_completed, s.retain_cancelled, s.retain_completed_per_type, s.prune_batch)
+        return replace(policy, **{k: v for k, v in overrides.items() if v is not None})
+
+    def prune(self, policy: PruneParams | None = None, on_batch: Callable[[int], Any] | None = None) -> int:
+        """Delete finished jobs the policy no longer keeps, in short batches; dead jobs stay.
+
+        >>> app.prune(app.prune_policy(keep_completed_per_type=1000))
+        """
+        policy = policy or self.prune_policy()
+        total = 0
+        while True:
+            removed = self.insights.jobs_prune(policy)
+            total += removed
+            if on_batch is not None and removed:
+                on_batch(removed)
+            if removed < policy.limit:
+                return total
+
+    def prunable(self, policy: PruneParams | None = None) -> int:
+        """How many jobs ``prune`` would delete now (for progress bars and dry runs)."""
+        return self.insights.jobs_prunable(policy or self.prune_policy())
+
+    def forget_workers(self, older_than: float | None = None) -> int:
+        """Drop worker rows whose heartbeat is older than ``older_than`` seconds (default: an hour)."""
+        return self.insights.workers_forget(older_than if older_than is not None else max(3600.0, self.settings.worker_stale_after))
+
+    def recent_workflows(self, limit: int = 50) -> list[WorkflowSummary]:
+        """The newest workflows with their jobs counted by state."""
+        return self.insights.workflows_recent(limit)
 
     # -- running ------------------------------------------------------------------------
 

@@ -31,6 +31,16 @@ class Settings:
     finish_delay: float = 0.005  # longest an outcome waits for its batch
     admin_token: str | None = None
     admin_read_token: str | None = None
+    # -- monitoring and retention (see docs/operations.md) --
+    admin_tokens: tuple[str, ...] = ()  # more named tokens, each "name:read:secret" or "name:write:secret"
+    retain_completed: float | None = 86400.0  # seconds a completed job is kept after it finished
+    retain_cancelled: float | None = 7 * 86400.0
+    retain_completed_per_type: int | None = None  # also keep only the newest N completed jobs per type
+    prune_interval: float = 60.0  # seconds between retention passes in each worker
+    prune_batch: int = 1000  # rows deleted per short transaction
+    health_pending_age: float = 300.0  # a due job waiting longer than this makes health degraded
+    health_dead_growth: int = 10  # more new dead jobs than this in the last 15 minutes: degraded
+    worker_stale_after: float = 60.0  # a worker silent this long counts as gone
 
     @classmethod
     def load(cls, toml_path: str | os.PathLike[str] | None = "conveyor.toml", env: dict[str, str] | None = None, **overrides: Any) -> Settings:

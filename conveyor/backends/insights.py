@@ -1,0 +1,171 @@
+"""Insights: the read-mostly monitoring seam (stats, audit log, retention), kept apart from the hot path.
+
+The queue's ``Backend`` is what workers need to move jobs; everything a person looking at the
+queue needs lives here instead, so the claim path never grows for the dashboard's sake. Each
+implementation takes the backend instance and borrows its connections.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Protocol
+
+from conveyor.job import JobState
+
+if TYPE_CHECKING:
+    from conveyor.backends.base import Backend
+
+
+@dataclass(frozen=True, slots=True)
+class StateCount:
+    """How many jobs of one type in one queue are in one state."""
+
+    queue: str
+    type: str
+    state: JobState
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class FinishedBucket:
+    """Jobs of one queue and type that finished in one time bucket (0 = oldest bucket)."""
+
+    bucket: int
+    queue: str
+    type: str
+    state: JobState
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class PendingAge:
+    """Due jobs not yet started, and since when the oldest of them has been due."""
+
+    queue: str
+    type: str
+    count: int
+    oldest_due: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Duration:
+    """One recent completed run: seconds it ran, and seconds it waited after it was due."""
+
+    queue: str
+    type: str
+    run: float
+    wait: float
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotParams:
+    """``window`` seconds of recent finishes, cut into buckets of ``bucket`` seconds."""
+
+    window: float = 900.0
+    bucket: float = 10.0
+    duration_samples: int = 5000
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Everything the stats are shaped from, read in one transaction at the database's ``now``."""
+
+    now: datetime
+    params: SnapshotParams
+    states: tuple[StateCount, ...]
+    finished: tuple[FinishedBucket, ...]
+    pending: tuple[PendingAge, ...]
+    durations: tuple[Duration, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class NewAuditEntry:
+    actor: str
+    action: str
+    target: str = ""
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One mutating admin action: who (the token's name), what, on which jobs, when."""
+
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    target: str
+    detail: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class PruneParams:
+    """What retention removes: finished jobs past their age, completed jobs past the last N per type.
+
+    Dead jobs are never pruned: they stay in the dead-letter queue until purged.
+    """
+
+    completed_older_than: float | None = None  # seconds since finished
+    cancelled_older_than: float | None = None
+    keep_completed_per_type: int | None = None
+    limit: int = 1000  # rows per batch (one short transaction)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowSummary:
+    """A workflow seen through its jobs: how many in each state, and when it started."""
+
+    workflow_id: str
+    total: int
+    states: dict[str, int]
+    created_at: datetime
+    finished_at: datetime | None
+
+
+class Insights(Protocol):
+    """Monitoring queries and the few admin writes that are not part of a job's life."""
+
+    def stats_snapshot(self, params: SnapshotParams) -> Snapshot: ...
+    def audit_record(self, entry: NewAuditEntry) -> int: ...
+    def audit_list(self, limit: int = 100, before_id: int | None = None) -> list[AuditEntry]: ...
+    def jobs_prune(self, params: PruneParams) -> int: ...
+    def jobs_prunable(self, params: PruneParams) -> int: ...
+    def workers_forget(self, older_than: float) -> int: ...
+    def workflows_recent(self, limit: int = 50) -> list[WorkflowSummary]: ...
+
+
+def insights_for(backend: Backend) -> Insights:
+    """The Insights implementation matching a backend, sharing its connections."""
+    flavour = getattr(backend, "flavour", "")
+    if flavour == "sqlite":
+        from conveyor.backends.sqlite import SQLiteBackend
+        from conveyor.backends.sqlite_insights import SQLiteInsights
+
+        assert isinstance(backend, SQLiteBackend)
+        return SQLiteInsights(backend)
+    if flavour == "postgres":
+        from conveyor.backends.postgres import PostgresBackend
+        from conveyor.backends.postgres_insights import PostgresInsights
+
+        assert isinstance(backend, PostgresBackend)
+        return PostgresInsights(backend)
+    raise TypeError(f"no insights for backend {type(backend).__name__}")
+
+
+def summarise_workflows(order: list[str], rows: list[tuple[Any, ...]]) -> list[WorkflowSummary]:
+    """Fold (workflow, state, count, first created, last finished) rows into one summary each."""
+    acc: dict[str, dict[str, Any]] = {w: {"states": {}, "created": None, "finished": None, "open": False} for w in order}
+    for workflow_id, state, count, created, finished in rows:
+        a = acc[workflow_id]
+        a["states"][state] = int(count)
+        a["created"] = created if a["created"] is None else min(a["created"], created)
+        if state not in ("completed", "dead", "cancelled"):
+            a["open"] = True
+        elif finished is not None:
+            a["finished"] = finished if a["finished"] is None else max(a["finished"], finished)
+    return [
+        WorkflowSummary(w, sum(a["states"].values()), a["states"], a["created"], None if a["open"] else a["finished"])
+        for w, a in acc.items()
+        if a["created"] is not None
+    ]

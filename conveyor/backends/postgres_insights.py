@@ -1,0 +1,206 @@
+"""PostgresInsights: the monitoring queries and retention deletes for the PostgreSQL store."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from conveyor.backends.insights import (
+    AuditEntry,
+    Duration,
+    FinishedBucket,
+    NewAuditEntry,
+    PendingAge,
+    PruneParams,
+    Snapshot,
+    SnapshotParams,
+    StateCount,
+    WorkflowSummary,
+    summarise_workflows,
+)
+from conveyor.backends.postgres import PostgresBackend
+from conveyor.job import JobState
+
+# An index-only scan of (state, queue, type).
+STATE_COUNTS = "SELECT queue, type, state, count(*) FROM conveyor_jobs GROUP BY state, queue, type"
+
+# Recent finishes from the (finished_at, state, queue, type) index alone.
+FINISHED_BUCKETS = """
+SELECT floor(extract(epoch FROM finished_at - %(start)s) / %(bucket)s)::int AS b, queue, type, state, count(*)
+FROM conveyor_jobs WHERE finished_at >= %(start)s
+GROUP BY b, queue, type, state
+"""
+
+PENDING_AGES = """
+SELECT queue, type, count(*), min(run_at) FROM (
+    SELECT queue, type, run_at FROM conveyor_jobs WHERE state = 'pending'
+    UNION ALL
+    SELECT queue, type, run_at FROM conveyor_jobs WHERE state = 'scheduled' AND run_at <= %(now)s
+) AS due GROUP BY queue, type
+"""
+
+DURATIONS = """
+SELECT queue, type, extract(epoch FROM finished_at - attempted_at)::float8,
+       greatest(extract(epoch FROM attempted_at - run_at)::float8, 0.0)
+FROM conveyor_jobs
+WHERE finished_at >= %(start)s AND state = 'completed' AND attempted_at IS NOT NULL
+ORDER BY finished_at DESC LIMIT %(limit)s
+"""
+
+OLD_FINISHED = (
+    "SELECT id FROM conveyor_jobs WHERE finished_at < %s AND state = %s ORDER BY finished_at LIMIT %s FOR UPDATE SKIP LOCKED"
+)
+NEXT_COMPLETED_TYPE = "SELECT min(type) FROM conveyor_jobs WHERE state = 'completed' AND type > %s"
+NTH_NEWEST = (
+    "SELECT finished_at, id FROM conveyor_jobs WHERE state = 'completed' AND type = %s "
+    "ORDER BY finished_at DESC, id DESC LIMIT 1 OFFSET %s"
+)
+OLDER_OF_TYPE = (
+    "SELECT id FROM conveyor_jobs WHERE state = 'completed' AND type = %s AND (finished_at, id) <= (%s, %s) "
+    "ORDER BY finished_at, id LIMIT %s FOR UPDATE SKIP LOCKED"
+)
+COUNT_OLDER_OF_TYPE = (
+    "SELECT count(*) FROM conveyor_jobs WHERE state = 'completed' AND type = %s AND (finished_at, id) <= (%s, %s)"
+)
+
+RECENT_WORKFLOWS = """
+SELECT workflow_id, max(id) AS newest FROM conveyor_jobs WHERE workflow_id IS NOT NULL
+GROUP BY workflow_id ORDER BY newest DESC LIMIT %s
+"""
+
+
+class PostgresInsights:
+    """Each call is one transaction on a pooled connection of the backend."""
+
+    def __init__(self, backend: PostgresBackend) -> None:
+        self.backend = backend
+
+    def _one(self, conn: psycopg.Connection[Any], sql: str, args: Any = None) -> Any:
+        row = conn.execute(sql, args).fetchone()
+        assert row is not None
+        return row[0]
+
+    # -- stats --------------------------------------------------------------------------
+
+    def stats_snapshot(self, params: SnapshotParams) -> Snapshot:
+        last = int(params.window // params.bucket) - 1
+        with self.backend._conn() as conn:
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            now: datetime = self._one(conn, "SELECT now()")
+            start = now - timedelta(seconds=params.window)
+            states = tuple(StateCount(q, t, JobState(s), n) for q, t, s, n in conn.execute(STATE_COUNTS))
+            finished = tuple(
+                FinishedBucket(min(b, last), q, t, JobState(s), n)
+                for b, q, t, s, n in conn.execute(FINISHED_BUCKETS, {"start": start, "bucket": params.bucket})
+            )
+            pending = tuple(PendingAge(q, t, n, due) for q, t, n, due in conn.execute(PENDING_AGES, {"now": now}))
+            durations = tuple(
+                Duration(q, t, max(run, 0.0), wait)
+                for q, t, run, wait in conn.execute(DURATIONS, {"start": start, "limit": params.duration_samples})
+            )
+        return Snapshot(now, params, states, finished, pending, durations)
+
+    # -- audit --------------------------------------------------------------------------
+
+    def audit_record(self, entry: NewAuditEntry) -> int:
+        with self.backend._conn() as conn:
+            return int(
+                self._one(
+                    conn,
+                    "INSERT INTO conveyor_audit (actor, action, target, detail) VALUES (%s, %s, %s, %s) RETURNING id",
+                    (entry.actor, entry.action, entry.target, Jsonb(entry.detail, dumps=jsonb_dumps)),
+                )
+            )
+
+    def audit_list(self, limit: int = 100, before_id: int | None = None) -> list[AuditEntry]:
+        with self.backend._conn() as conn:
+            rows = conn.execute(
+                "SELECT id, at, actor, action, target, detail FROM conveyor_audit WHERE id < %s ORDER BY id DESC LIMIT %s",
+                (before_id if before_id is not None else 2**62, limit),
+            ).fetchall()
+        return [AuditEntry(*r) for r in rows]
+
+    # -- retention ----------------------------------------------------------------------
+
+    def jobs_prune(self, params: PruneParams) -> int:
+        with self.backend._conn() as conn:
+            now: datetime = self._one(conn, "SELECT now()")
+            ids = self._prunable_ids(conn, now, params)
+            if not ids:
+                return 0
+            conn.execute("DELETE FROM conveyor_marks WHERE job_id = ANY(%s)", (ids,))
+            return conn.execute(
+                "DELETE FROM conveyor_jobs WHERE id = ANY(%s) AND state IN ('completed', 'cancelled')", (ids,)
+            ).rowcount
+
+    def _prunable_ids(self, conn: psycopg.Connection[Any], now: datetime, params: PruneParams) -> list[int]:
+        ids: list[int] = []
+        for state, age in ((JobState.COMPLETED, params.completed_older_than), (JobState.CANCELLED, params.cancelled_older_than)):
+            if age is not None and len(ids) < params.limit:
+                cutoff = now - timedelta(seconds=age)
+                ids += [r[0] for r in conn.execute(OLD_FINISHED, (cutoff, state.value, params.limit - len(ids)))]
+        if params.keep_completed_per_type is not None:
+            for job_type in self._completed_types(conn):
+                if len(ids) >= params.limit:
+                    break
+                nth = conn.execute(NTH_NEWEST, (job_type, params.keep_completed_per_type)).fetchone()
+                if nth is not None:
+                    ids += [r[0] for r in conn.execute(OLDER_OF_TYPE, (job_type, nth[0], nth[1], params.limit - len(ids)))]
+        return list(dict.fromkeys(ids))[: params.limit]
+
+    def _completed_types(self, conn: psycopg.Connection[Any]) -> Iterator[str]:
+        """Each type with completed jobs, by one index seek per type (a loose index scan)."""
+        last = ""
+        while True:
+            found = self._one(conn, NEXT_COMPLETED_TYPE, (last,))
+            if found is None:
+                return
+            last = found
+            yield last
+
+    def jobs_prunable(self, params: PruneParams) -> int:
+        total = 0
+        with self.backend._conn() as conn:
+            now: datetime = self._one(conn, "SELECT now()")
+            for state, age in ((JobState.COMPLETED, params.completed_older_than), (JobState.CANCELLED, params.cancelled_older_than)):
+                if age is not None:
+                    total += int(self._one(
+                        conn,
+                        "SELECT count(*) FROM conveyor_jobs WHERE finished_at < %s AND state = %s",
+                        (now - timedelta(seconds=age), state.value),
+                    ))
+            if params.keep_completed_per_type is not None:
+                for job_type in list(self._completed_types(conn)):
+                    nth = conn.execute(NTH_NEWEST, (job_type, params.keep_completed_per_type)).fetchone()
+                    if nth is not None:
+                        total += int(self._one(conn, COUNT_OLDER_OF_TYPE, (job_type, nth[0], nth[1])))
+        return total
+
+    def workers_forget(self, older_than: float) -> int:
+        with self.backend._conn() as conn:
+            return conn.execute(
+                "DELETE FROM conveyor_workers WHERE heartbeat_at < now() - make_interval(secs => %s)", (older_than,)
+            ).rowcount
+
+    # -- workflows ----------------------------------------------------------------------
+
+    def workflows_recent(self, limit: int = 50) -> list[WorkflowSummary]:
+        with self.backend._conn() as conn:
+            ids = [r[0] for r in conn.execute(RECENT_WORKFLOWS, (limit,))]
+            if not ids:
+                return []
+            rows = conn.execute(
+                "SELECT workflow_id, state, count(*), min(created_at), max(finished_at) FROM conveyor_jobs "
+                "WHERE workflow_id = ANY(%s) GROUP BY workflow_id, state",
+                (ids,),
+            ).fetchall()
+        return summarise_workflows(ids, [tuple(r) for r in rows])
+
+
+def jsonb_dumps(value: Any) -> str:
+    return json.dumps(value, default=str)
