@@ -13,6 +13,22 @@ from typing import Any
 
 log = logging.getLogger("conveyor.supervisor")
 
+PR_SET_PDEATHSIG = 1
+
+
+def detached(target: Callable[..., None], kwargs: dict[str, Any]) -> None:
+    """A child's start: its own process group, so a terminal's Ctrl-C reaches it once (forwarded
+    by the supervisor) rather than twice (which means "stop at once"), and SIGTERM if the
+    supervisor itself dies."""
+    os.setpgid(0, 0)
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
+    target(**kwargs)
+
 
 def supervise(target: Callable[..., None], processes: int, kwargs: dict[str, Any], grace: float) -> int:
     """Keep ``processes`` children running ``target(**kwargs)`` until SIGTERM/SIGINT.
@@ -33,7 +49,7 @@ def supervise(target: Callable[..., None], processes: int, kwargs: dict[str, Any
                 os.kill(child.pid, signal.SIGKILL if signals > 1 else signal.SIGTERM)
 
     def spawn() -> BaseProcess:
-        child = ctx.Process(target=target, kwargs=kwargs, daemon=False)
+        child = ctx.Process(target=detached, args=(target, kwargs), daemon=False)
         child.start()
         log.info("started worker process %s", child.pid)
         return child

@@ -1,0 +1,145 @@
+"""Real worker processes: graceful SIGTERM, SIGKILL and rescue, the supervisor, a crashing handler."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import fields
+from pathlib import Path
+
+import pytest
+
+from conveyor import Conveyor, JobState
+from conveyor.testing import wait_until
+from tests.worker import procapp
+
+
+@pytest.fixture
+def env(database_url: str, tmp_path: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "CONVEYOR_DATABASE_URL": database_url,
+        "CONVEYOR_LEASE_SECONDS": "1.5",
+        "CONVEYOR_RESCUE_INTERVAL": "0.3",
+        "CONVEYOR_POLL_INTERVAL": "0.05",
+        "RUN_LOG": str(tmp_path / "runs.log"),
+    }
+
+
+@pytest.fixture
+def client(database_url: str) -> Iterator[Conveyor]:
+    app = Conveyor(database_url)
+    for spec in procapp.app.registry:
+        app.registry.declare(spec.func, spec.name, {f.name: getattr(spec.options, f.name) for f in fields(spec.options)})
+    yield app
+    app.close()
+
+
+def start_worker(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "conveyor", "worker", "tests.worker.procapp:app", "--concurrency", "4", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def stop(proc: subprocess.Popen[str], sig: int = signal.SIGTERM, timeout: float = 30) -> tuple[int, str]:
+    proc.send_signal(sig)
+    out, _ = proc.communicate(timeout=timeout)
+    return proc.returncode, out
+
+
+def runs(env: dict[str, str]) -> list[list[str]]:
+    path = Path(env["RUN_LOG"])
+    return [line.split() for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_sigterm_lets_running_jobs_finish_and_releases_overrunning_ones(client: Conveyor, env: dict[str, str], tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    short = client.enqueue("nap", {"seconds": 0.8})
+    long = client.enqueue("nap", {"seconds": 60, "gate": str(gate)})
+    worker = start_worker(env, "--shutdown-grace", "1.5")
+    wait_until(lambda: client.count_jobs(state="running") == 2, timeout=20)
+    started = time.monotonic()
+    code, out = stop(worker)
+    assert code == 0, out
+    assert time.monotonic() - started < 10
+    assert client.get_job(short).state is JobState.COMPLETED  # finished within the grace period
+    released = client.get_job(long)
+    assert released.state is JobState.PENDING and released.attempt == 0, out  # handed back, no attempt spent
+    gate.touch()
+    second = start_worker(env)
+    wait_until(lambda: client.get_job(long).state is JobState.COMPLETED, timeout=20)
+    assert stop(second)[0] == 0
+    assert client.get_job(long).attempt == 1
+    assert client.workers() == []
+
+
+def test_sigkill_mid_job_is_rescued_by_another_worker(client: Conveyor, env: dict[str, str], tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    job_id = client.enqueue("nap", {"seconds": 60, "gate": str(gate)})
+    victim = start_worker(env)
+    wait_until(lambda: client.get_job(job_id).state is JobState.RUNNING, timeout=20)
+    victim.kill()
+    victim.communicate()
+    gate.touch()
+    rescuer = start_worker(env)
+    wait_until(lambda: client.get_job(job_id).state is JobState.COMPLETED, timeout=20)
+    assert stop(rescuer)[0] == 0
+    job = client.get_job(job_id)
+    assert job.attempt == 2
+    assert "worker lost" in job.errors[0].error
+    assert job.result == rescuer.pid
+
+
+def test_a_handler_that_kills_its_worker_ends_in_the_dlq(client: Conveyor, env: dict[str, str]) -> None:
+    doomed = client.enqueue("crash", {})
+    supervisor = start_worker(env, "--processes", "2")
+    wait_until(lambda: client.get_job(doomed).state is JobState.DEAD, timeout=40)
+    fine = client.enqueue("nap", {"seconds": 0})  # the restarted workers carry on
+    wait_until(lambda: client.get_job(fine).state is JobState.COMPLETED, timeout=20)
+    code, out = stop(supervisor)
+    assert code == 0, out
+    job = client.get_job(doomed)
+    assert job.attempt == 2 and all("worker lost" in e.error for e in job.errors)
+    assert sum(1 for r in runs(env) if r[0] == "start" and int(r[1]) == doomed) == 2
+
+
+def children(pid: int) -> set[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return {int(c) for c in path.read_text().split()} if path.exists() else set()
+
+
+def test_supervisor_restarts_a_dead_child_and_stops_all_on_sigterm(client: Conveyor, env: dict[str, str]) -> None:
+    supervisor = start_worker(env, "--processes", "2")
+    first = wait_until(lambda: (lambda c: c if len(c) == 2 else None)(children(supervisor.pid)), timeout=20)
+    wait_until(lambda: len(client.workers()) == 2, timeout=20)
+    victim = sorted(first)[0]
+    os.kill(victim, signal.SIGKILL)
+    replaced = wait_until(lambda: (lambda c: c if len(c) == 2 and victim not in c else None)(children(supervisor.pid)), timeout=20)
+    assert len(replaced & first) == 1
+    job_id = client.enqueue("nap", {"seconds": 0})
+    wait_until(lambda: client.get_job(job_id).state is JobState.COMPLETED, timeout=20)
+    code, out = stop(supervisor)
+    assert code == 0, out
+    for pid in replaced:
+        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
+
+
+def test_second_signal_stops_at_once(client: Conveyor, env: dict[str, str], tmp_path: Path) -> None:
+    job_id = client.enqueue("nap", {"seconds": 60, "gate": str(tmp_path / "never")})
+    worker = start_worker(env, "--shutdown-grace", "60")
+    wait_until(lambda: client.get_job(job_id).state is JobState.RUNNING, timeout=20)
+    worker.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    started = time.monotonic()
+    code, _ = stop(worker, signal.SIGINT, timeout=10)
+    assert time.monotonic() - started < 5
+    assert code != 0
+    assert client.get_job(job_id).state is JobState.RUNNING  # its lease will expire and it will be rescued

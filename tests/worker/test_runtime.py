@@ -1,0 +1,337 @@
+"""The worker in-process: handlers, retries, timeouts, events, context, dead letters — both backends."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from pydantic import BaseModel
+
+from conveyor import Cancel, Conveyor, JobContext, JobEvent, JobState, Snooze
+from conveyor.testing import running_worker, wait_until
+
+
+class V2(BaseModel):
+    order_id: int  # the model changed since the jobs were enqueued
+
+
+def state_of(app: Conveyor, job_id: int, *states: JobState) -> bool:
+    return app.get_job(job_id).state in states
+
+
+def test_sync_and_async_handlers_run_and_store_results(app: Conveyor) -> None:
+    threads: list[str] = []
+
+    @app.job()
+    def sync_job(p: dict) -> dict:  # type: ignore[type-arg]
+        threads.append(threading.current_thread().name)
+        return {"doubled": p["n"] * 2}
+
+    @app.job()
+    async def async_job(p: dict) -> int:  # type: ignore[type-arg]
+        await asyncio.sleep(0.01)
+        return int(p["n"]) + 1
+
+    a = app.enqueue("sync_job", {"n": 21})
+    b = app.enqueue("async_job", {"n": 41})
+    with running_worker(app):
+        wait_until(lambda: state_of(app, a, JobState.COMPLETED) and state_of(app, b, JobState.COMPLETED))
+    assert app.get_job(a).result == {"doubled": 42}
+    assert app.get_job(b).result == 42
+    assert threads and threads[0].startswith("conveyor-job")
+
+
+def test_failures_retry_with_backoff_then_dead_letter_with_every_error(app: Conveyor) -> None:
+    @app.job(max_attempts=3, backoff=0.05)
+    def always_fails(p: dict) -> None:  # type: ignore[type-arg]
+        raise ValueError(f"bad input {p['n']}")
+
+    job_id = app.enqueue("always_fails", {"n": 7})
+    with running_worker(app):
+        wait_until(lambda: state_of(app, job_id, JobState.DEAD))
+    job = app.get_job(job_id)
+    assert job.attempt == 3
+    assert [e.error for e in job.errors] == ["ValueError: bad input 7"] * 3
+    assert [e.attempt for e in job.errors] == [1, 2, 3]
+    assert job.errors[0].traceback is not None and "always_fails" in job.errors[0].traceback
+
+
+def test_events_completed_failed_dead(app: Conveyor) -> None:
+    seen: list[tuple[str, int, int]] = []
+
+    @app.job(max_attempts=3, backoff=0.01)
+    def flaky(p: dict, ctx: JobContext) -> str:  # type: ignore[type-arg]
+        if p["fail"] or ctx.attempt < 2:
+            raise RuntimeError("nope")
+        return "ok"
+
+    @app.on("failed")
+    def failed(e: JobEvent) -> None:
+        seen.append(("failed", e.job.id, e.attempt))
+
+    @app.on("dead")
+    async def dead(e: JobEvent) -> None:
+        seen.append(("dead", e.job.id, e.attempt))
+
+    @app.on("completed")
+    def completed(e: JobEvent) -> None:
+        seen.append(("completed", e.job.id, e.attempt))
+        raise RuntimeError("a broken subscriber must not hurt the job")
+
+    ok = app.enqueue("flaky", {"fail": False})
+    bad = app.enqueue("flaky", {"fail": True})
+    with running_worker(app):
+        wait_until(lambda: ("dead", bad, 3) in seen and ("completed", ok, 2) in seen)
+    assert ("failed", ok, 1) in seen
+    assert [s for s in seen if s[1] == bad] == [("failed", bad, 1), ("failed", bad, 2), ("failed", bad, 3), ("dead", bad, 3)]
+    assert app.get_job(ok).state is JobState.COMPLETED
+
+
+def test_unknown_type_and_payload_that_no_longer_validates_go_to_the_dlq(app: Conveyor, database_url: str) -> None:
+    producer = Conveyor(database_url)
+
+    @producer.job()
+    def renamed_away(p: dict) -> None:  # type: ignore[type-arg]
+        return None
+
+    @producer.job(name="process")
+    def process_v1(p: dict) -> None:  # type: ignore[type-arg]
+        return None
+
+    @app.job()
+    def process(p: V2) -> None:
+        return None
+
+    @app.job()
+    def healthy(p: dict) -> None:  # type: ignore[type-arg]
+        return None
+
+    unknown = producer.enqueue("renamed_away", {})
+    invalid = producer.enqueue("process", {"order_id": "abc"})
+    fine = app.enqueue("healthy", {})
+    producer.close()
+    with running_worker(app):
+        wait_until(lambda: state_of(app, fine, JobState.COMPLETED) and state_of(app, invalid, JobState.DEAD) and state_of(app, unknown, JobState.DEAD))
+    assert "unknown job type 'renamed_away'" in app.get_job(unknown).errors[-1].error
+    assert "order_id" in app.get_job(invalid).errors[-1].error
+    assert app.get_job(invalid).attempt == 1  # not retried: it cannot succeed
+
+
+def test_async_timeout_cancels_and_retries(app: Conveyor) -> None:
+    cancelled = threading.Event()
+
+    @app.job(timeout=0.2, max_attempts=2, backoff=0.01)
+    async def slow(p: dict, ctx: JobContext) -> str:  # type: ignore[type-arg]
+        if ctx.attempt == 1:
+            try:
+                await asyncio.sleep(30)
+            except asyncio.CancelledError:
+                cancelled.set()
+                raise
+        return "second time lucky"
+
+    job_id = app.enqueue("slow", {})
+    with running_worker(app):
+        wait_until(lambda: state_of(app, job_id, JobState.COMPLETED))
+    job = app.get_job(job_id)
+    assert cancelled.is_set()
+    assert job.errors[0].error == "JobTimeout: timed out after 0.2 s"
+    assert job.result == "second time lucky" and job.attempt == 2
+
+
+def test_sync_timeout_is_recorded_and_the_late_result_is_ignored(app: Conveyor) -> None:
+    finished_late = threading.Event()
+
+    @app.job(timeout=0.2, max_attempts=2, backoff=0.01)
+    def slow(p: dict, ctx: JobContext) -> str:  # type: ignore[type-arg]
+        if ctx.attempt == 1:
+            ctx.cancelled.wait(5)  # a cooperative handler notices the timeout
+            time.sleep(0.3)
+            finished_late.set()
+            return "late"
+        return "on time"
+
+    job_id = app.enqueue("slow", {})
+    with running_worker(app):
+        wait_until(lambda: state_of(app, job_id, JobState.COMPLETED))
+        wait_until(finished_late.is_set)
+        time.sleep(0.2)  # give a wrong write-back of the late result every chance to happen
+    job = app.get_job(job_id)
+    assert job.result == "on time" and job.attempt == 2
+    assert job.errors[0].error == "JobTimeout: timed out after 0.2 s"
+
+
+def test_snooze_and_cancel_outcomes(app: Conveyor) -> None:
+    @app.job(max_attempts=1)
+    def rate_limited(p: dict, ctx: JobContext) -> object:  # type: ignore[type-arg]
+        if ctx.job.errors or ctx.job.run_at <= ctx.job.created_at:
+            pass
+        if not p.get("second"):
+            raise Snooze(0.2, "remote answered 429")
+        return Cancel("order was refunded")
+
+    job_id = app.enqueue("rate_limited", {})
+    again = app.enqueue("rate_limited", {"second": True})
+    with running_worker(app):
+        wait_until(lambda: state_of(app, again, JobState.CANCELLED))
+        wait_until(lambda: app.get_job(job_id).state is JobState.SCHEDULED or app.get_job(job_id).attempt == 0, timeout=5)
+    snoozed = app.get_job(job_id)
+    assert snoozed.attempt == 0 and snoozed.state in (JobState.SCHEDULED, JobState.PENDING)  # no attempt spent
+    assert app.get_job(again).errors[-1].error == "cancelled: order was refunded"
+
+
+def test_ctx_enqueue_commits_children_only_with_completion(app: Conveyor) -> None:
+    @app.job(max_attempts=2, backoff=0.01)
+    def parent(p: dict, ctx: JobContext) -> None:  # type: ignore[type-arg]
+        ctx.enqueue("child", {"n": 1})
+        ctx.enqueue("child", {"n": 2})
+        if p["fail"]:
+            raise RuntimeError("parent failed after enqueueing")
+
+    @app.job()
+    def child(p: dict) -> None:  # type: ignore[type-arg]
+        return None
+
+    bad = app.enqueue("parent", {"fail": True}, workflow_id="wf-bad")
+    good = app.enqueue("parent", {"fail": False}, workflow_id="wf-good")
+    with running_worker(app):
+        wait_until(lambda: state_of(app, bad, JobState.DEAD) and app.count_jobs(type="child", state="completed") == 2)
+    children = app.list_jobs(type="child")
+    assert len(children) == 2
+    assert {c.parent_id for c in children} == {good}
+    assert {c.workflow_id for c in children} == {"wf-good"}
+
+
+def test_ctx_once_skips_finished_steps_on_retry(app: Conveyor, tmp_path: Path) -> None:
+    charges = tmp_path / "charges.log"
+
+    def charge(order: str) -> str:
+        with charges.open("a") as f:
+            f.write(order + "\n")
+        return f"ch_{order}"
+
+    @app.job(max_attempts=3, backoff=0.01)
+    def pay(p: dict, ctx: JobContext) -> str:  # type: ignore[type-arg]
+        receipt = ctx.once("charge", charge, p["order"])
+        if ctx.attempt == 1:
+            raise ConnectionError("email server down after charging")
+        return str(receipt)
+
+    @app.job(max_attempts=3, backoff=0.01)
+    async def apay(p: dict, ctx: JobContext) -> str:  # type: ignore[type-arg]
+        async def acharge() -> str:
+            return charge(p["order"])
+
+        receipt = await ctx.once_async("charge", acharge)
+        if ctx.attempt == 1:
+            raise ConnectionError("down")
+        return str(receipt)
+
+    a = app.enqueue("pay", {"order": "o1"})
+    b = app.enqueue("apay", {"order": "o2"})
+    with running_worker(app):
+        wait_until(lambda: state_of(app, a, JobState.COMPLETED) and state_of(app, b, JobState.COMPLETED))
+    assert charges.read_text().splitlines() == ["o1", "o2"] or sorted(charges.read_text().splitlines()) == ["o1", "o2"]
+    assert app.get_job(a).result == "ch_o1" and app.get_job(a).attempt == 2
+    assert app.get_job(b).result == "ch_o2"
+
+
+def test_progress_is_stored(app: Conveyor) -> None:
+    release = threading.Event()
+
+    @app.job()
+    def import_rows(p: dict, ctx: JobContext) -> None:  # type: ignore[type-arg]
+        ctx.progress({"done": 50, "of": 100})
+        release.wait(10)
+
+    job_id = app.enqueue("import_rows", {})
+    with running_worker(app, lease_seconds=0.6):
+        wait_until(lambda: app.get_job(job_id).progress == {"done": 50, "of": 100})
+        release.set()
+        wait_until(lambda: state_of(app, job_id, JobState.COMPLETED))
+
+
+def test_hostile_exception_str_does_not_crash_the_worker(app: Conveyor) -> None:
+    class Nasty(Exception):
+        def __str__(self) -> str:
+            raise RuntimeError("str() exploded")
+
+    @app.job(max_attempts=1)
+    def nasty(p: dict) -> None:  # type: ignore[type-arg]
+        raise Nasty()
+
+    @app.job()
+    def fine(p: dict) -> None:  # type: ignore[type-arg]
+        return None
+
+    bad = app.enqueue("nasty", {})
+    good = app.enqueue("fine", {})
+    with running_worker(app):
+        wait_until(lambda: state_of(app, bad, JobState.DEAD) and state_of(app, good, JobState.COMPLETED))
+    assert app.get_job(bad).errors[-1].error.startswith("Nasty")
+
+
+def test_concurrency_runs_jobs_at_once_with_batched_claims(app: Conveyor) -> None:
+    @app.job()
+    async def nap(p: dict) -> None:  # type: ignore[type-arg]
+        await asyncio.sleep(0.3)
+
+    app.enqueue_many([("nap", {}) for _ in range(40)])
+    started = time.monotonic()
+    with running_worker(app, concurrency=40):
+        wait_until(lambda: app.count_jobs(state="completed") == 40, timeout=20)
+    assert time.monotonic() - started < 6  # one after another would take 12 s
+
+
+def test_worker_liveness_is_recorded_and_removed(app: Conveyor) -> None:
+    @app.job(queue="mail")
+    def m(p: dict) -> None:  # type: ignore[type-arg]
+        return None
+
+    with running_worker(app, concurrency=7) as worker:
+        (info,) = wait_until(app.workers)
+        assert info.id == worker.id and info.queues == ("mail",) and info.concurrency == 7
+        assert info.heartbeat_at is not None and info.pid > 0
+    assert app.workers() == []
+
+
+def test_an_enqueue_wakes_an_idle_worker_before_its_poll(app: Conveyor, database_url: str) -> None:
+    @app.job()
+    def ping(p: dict) -> None:  # type: ignore[type-arg]
+        return None
+
+    other = Conveyor(database_url)  # another client: NOTIFY on PostgreSQL; same process on SQLite
+    other.job()(ping)
+    client = other if database_url.startswith("postgresql") else app
+    with running_worker(app, poll_interval=30):
+        time.sleep(0.3)  # let the worker go idle
+        started = time.monotonic()
+        job_id = client.enqueue("ping", {})
+        wait_until(lambda: state_of(app, job_id, JobState.COMPLETED), timeout=10)
+        assert time.monotonic() - started < 2
+    other.close()
+
+
+@pytest.mark.parametrize("n", [1])
+def test_released_job_is_picked_up_again(app: Conveyor, n: int) -> None:
+    gate = threading.Event()
+
+    @app.job()
+    def stubborn(p: dict, ctx: JobContext) -> str:  # type: ignore[type-arg]
+        if ctx.attempt == 1 and not p.get("quick"):
+            gate.wait(3)
+            return "first"
+        return "second"
+
+    job_id = app.enqueue("stubborn", {})
+    with running_worker(app, shutdown_grace=0.2):
+        wait_until(lambda: state_of(app, job_id, JobState.RUNNING))
+    released = app.get_job(job_id)
+    gate.set()
+    assert released.state is JobState.PENDING and released.attempt == 0
+    with running_worker(app):
+        wait_until(lambda: state_of(app, job_id, JobState.COMPLETED))
+    assert app.get_job(job_id).attempt == 1
