@@ -19,8 +19,10 @@ $(STAMP): pyproject.toml
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 -q $(PYTEST_ARGS)
 
+# The demo shop: SMTP server, web app on 127.0.0.1:8000 (PORT overrides), two workers, dashboard at /admin.
+# DEMO_ORDERS=N places N orders; DATABASE_URL=postgresql://... runs it on PostgreSQL; Ctrl-C stops it all.
 demo: $(STAMP)
-	$(BIN)/python examples/quickstart.py
+	$(BIN)/python -m examples.shop.demo
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py --backend sqlite

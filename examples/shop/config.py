@@ -12,7 +12,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-DEFAULT_DATA_DIR = "shop-data"
+DEFAULT_DATA_DIR = "examples/shop/data"
 
 
 @dataclass(frozen=True, slots=True)

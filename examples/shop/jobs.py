@@ -195,6 +195,7 @@ def create_shop(config: ShopConfig) -> Shop:
     """Declare the shop's job types on a new Conveyor app."""
     app = Conveyor(config.database_url)
     pipeline = Pipeline(app, config)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per webhook POST is the worker's job line
     backoff = Exponential(base=config.retry_base, cap=600)
     app.job(queue="email", priority=Priority.HIGH, max_attempts=6, backoff=backoff, timeout=30)(pipeline.send_order_confirmation)
     app.job(queue="email", max_attempts=6, backoff=backoff, timeout=30)(pipeline.send_followup_email)
