@@ -93,6 +93,8 @@ class Stack:
             argv, cwd=ROOT, env={**os.environ, **self.env}, stdout=out, stderr=subprocess.STDOUT if out else None,
             start_new_session=True,  # Ctrl-C reaches the runner only; it stops them in order
         )
+        if out is not None:
+            out.close()  # the child has its own descriptor
 
     def check_alive(self) -> None:
         for name, proc in self.processes.items():
