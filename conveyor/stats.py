@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
@@ -94,7 +94,7 @@ class Stats:
     live_workers: dict[str, int]  # queue -> workers with a fresh heartbeat serving it
     health: Health
     bucket_seconds: float = 10.0
-    notes: tuple[str, ...] = field(default_factory=tuple)
+    workers_live: int = 0  # distinct workers with a fresh heartbeat
 
 
 def percentiles(values: Sequence[float]) -> Percentiles:
@@ -122,12 +122,14 @@ def shape(snapshot: Snapshot, workers: Iterable[WorkerInfo], thresholds: Thresho
     per_queue = tuple(_group(snapshot, lambda q, t, name=name: q == name, name, None) for name in queue_names)
     total = _group(snapshot, lambda q, t: True, None, None)
     live: dict[str, int] = {name: 0 for name in queue_names}
+    alive = 0
     for worker in workers:
         if is_live(worker, snapshot.now, thresholds.worker_stale_after):
+            alive += 1
             for name in worker.queues:
                 live[name] = live.get(name, 0) + 1
     health = judge(total, per_queue, live, set(queues), thresholds)
-    return Stats(snapshot.now, total, per_queue, per_type, _series(snapshot), live, health, snapshot.params.bucket)
+    return Stats(snapshot.now, total, per_queue, per_type, _series(snapshot), live, health, snapshot.params.bucket, alive)
 
 
 def _group(snapshot: Snapshot, picks: Callable[[str, str], bool], queue: str | None, job_type: str | None) -> GroupStats:

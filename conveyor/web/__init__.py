@@ -1,0 +1,87 @@
+"""The admin web app: JSON API, live dashboard and Prometheus metrics in one ASGI app.
+
+Run it alone (``conveyor dashboard``) or mount it into your own FastAPI/Starlette app:
+
+    >>> from conveyor.web import create_app
+    >>> shop.mount("/conveyor", create_app(app))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable
+from pathlib import Path
+
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
+
+from conveyor.app import Conveyor
+from conveyor.errors import BackendUnavailable, ConveyorError, InvalidTransition, JobNotFound
+from conveyor.metrics import exposition
+from conveyor.web import api, dashboard
+from conveyor.web.auth import Token, Tokens, reader
+
+__all__ = ["Token", "create_app"]
+
+STATIC = Path(__file__).parent / "static"
+
+SECURITY_HEADERS = {
+    "content-security-policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+        "frame-ancestors 'none'; form-action 'self'; base-uri 'none'; object-src 'none'"
+    ),
+    "x-content-type-options": "nosniff",
+    "x-frame-options": "DENY",
+    "referrer-policy": "same-origin",
+    "cross-origin-opener-policy": "same-origin",
+}
+
+
+def create_app(app: Conveyor, *, tokens: Iterable[Token] | None = None, title: str = "Conveyor", refresh_seconds: float = 3.0) -> FastAPI:
+    """An ASGI app to see and steer ``app``'s queue.
+
+    ``tokens`` default to the settings (``admin_token``, ``admin_read_token``, ``admin_tokens``);
+    with none configured every admin route answers 401.
+    """
+    web = FastAPI(
+        title=f"{title} admin API",
+        version="1",
+        description="See and steer a Conveyor job queue. Every route needs `Authorization: Bearer <token>`.",
+        docs_url=None,
+        redoc_url=None,
+    )
+    web.state.conveyor = app
+    web.state.tokens = Tokens(tokens) if tokens is not None else Tokens.from_settings(app.settings)
+    web.state.title = title
+    web.state.refresh_seconds = refresh_seconds
+    web.state.depth = dashboard.DepthHistory()
+
+    @web.middleware("http")
+    async def security_headers(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        response = await call_next(request)
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        if request.url.path.rstrip("/").endswith(("/api", "/metrics")) or "/api/" in request.url.path:
+            response.headers.setdefault("cache-control", "no-store")
+        return response
+
+    def problem(status: int) -> Callable[[Request, Exception], Response]:
+        def handle(request: Request, exc: Exception) -> Response:
+            return JSONResponse({"detail": str(exc)}, status_code=status)
+
+        return handle
+
+    web.add_exception_handler(JobNotFound, problem(404))
+    web.add_exception_handler(InvalidTransition, problem(409))
+    web.add_exception_handler(BackendUnavailable, problem(503))
+    web.add_exception_handler(ConveyorError, problem(400))
+
+    @web.get("/metrics", include_in_schema=False)
+    def metrics(request: Request) -> Response:
+        reader(request)
+        return Response(exposition(app), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    web.include_router(api.router)
+    web.include_router(dashboard.router)
+    web.mount("/static", StaticFiles(directory=STATIC), name="static")
+    return web

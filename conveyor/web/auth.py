@@ -1,0 +1,172 @@
+"""Who may look and who may steer: bearer tokens, the dashboard's session cookie, and CSRF.
+
+Every admin endpoint needs a token: read-only tokens see, read-write tokens also retry, cancel
+and purge. The dashboard logs in once with a token through a form and then carries a signed,
+HttpOnly session cookie (the token never appears in a URL); its mutating forms also carry a
+CSRF value derived from that session. Signatures use the token's own secret, so removing a
+token from the configuration ends its sessions too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+
+from fastapi import HTTPException, Request, status
+
+from conveyor.config import Settings
+from conveyor.errors import ConfigError
+
+SESSION_COOKIE = "conveyor_session"
+CSRF_HEADER = "x-csrf-token"
+CSRF_FIELD = "csrf"
+SESSION_SECONDS = 12 * 3600
+
+
+class Role(StrEnum):
+    READ = "read"
+    WRITE = "write"
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    """A named secret; its name is what the audit log records as the actor."""
+
+    name: str
+    secret: str
+    role: Role
+
+    def allows(self, role: Role) -> bool:
+        return self.role is Role.WRITE or role is Role.READ
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """A request's authenticated caller, and how it proved it."""
+
+    token: Token
+    session: str | None = None  # set when authenticated by the dashboard's cookie
+
+    @property
+    def name(self) -> str:
+        return self.token.name
+
+
+class Tokens:
+    """The configured tokens; lookups compare against every secret in constant time."""
+
+    def __init__(self, tokens: Iterable[Token]) -> None:
+        self.tokens = tuple(tokens)
+        names = [t.name for t in self.tokens]
+        if len(set(names)) != len(names):
+            raise ConfigError("admin_tokens", "token names must be unique")
+        if any(len(t.secret) < 8 for t in self.tokens):
+            raise ConfigError("admin_tokens", "a token must be at least 8 characters long")
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Tokens:
+        """``admin_token`` (read-write, named "admin"), ``admin_read_token`` ("read") and ``admin_tokens``."""
+        found: list[Token] = []
+        if settings.admin_token:
+            found.append(Token("admin", settings.admin_token, Role.WRITE))
+        if settings.admin_read_token:
+            found.append(Token("read", settings.admin_read_token, Role.READ))
+        for entry in settings.admin_tokens:
+            name, _, rest = entry.partition(":")
+            role, _, secret = rest.partition(":")
+            if not name or role not in (Role.READ, Role.WRITE) or not secret:
+                raise ConfigError("admin_tokens", "each entry must be NAME:read:SECRET or NAME:write:SECRET")
+            found.append(Token(name, secret, Role(role)))
+        return cls(found)
+
+    def __bool__(self) -> bool:
+        return bool(self.tokens)
+
+    def match(self, secret: str) -> Token | None:
+        """The token with this secret; every candidate is compared so timing reveals nothing."""
+        given = secret.encode()
+        found: Token | None = None
+        for token in self.tokens:
+            if hmac.compare_digest(given, token.secret.encode()):
+                found = token
+        return found
+
+    def named(self, name: str) -> Token | None:
+        return next((t for t in self.tokens if t.name == name), None)
+
+    # -- the dashboard's session --------------------------------------------------------
+
+    def session_for(self, token: Token, now: float | None = None) -> str:
+        expires = int((now or time.time()) + SESSION_SECONDS)
+        nonce = secrets.token_hex(8)
+        body = f"{token.name}.{expires}.{nonce}"
+        return f"{body}.{sign(token, 'session', body)}"
+
+    def from_session(self, value: str, now: float | None = None) -> Token | None:
+        parts = value.rsplit(".", 3)
+        if len(parts) != 4:
+            return None
+        name, expires, nonce, signature = parts
+        token = self.named(name)
+        if token is None or not expires.isdigit():
+            return None
+        if not hmac.compare_digest(signature, sign(token, "session", f"{name}.{expires}.{nonce}")):
+            return None
+        return token if int(expires) > (now or time.time()) else None
+
+
+def sign(token: Token, purpose: str, body: str) -> str:
+    return hmac.new(token.secret.encode(), f"{purpose}\0{body}".encode(), hashlib.sha256).hexdigest()
+
+
+def csrf_value(identity: Identity) -> str:
+    """The value the dashboard's forms must send back; bound to this session."""
+    return sign(identity.token, "csrf", identity.session or "")
+
+
+def authenticate(request: Request) -> Identity | None:
+    tokens: Tokens = request.app.state.tokens
+    header = request.headers.get("authorization", "")
+    scheme, _, credentials = header.partition(" ")
+    if scheme.lower() == "bearer" and credentials:
+        token = tokens.match(credentials.strip())
+        return None if token is None else Identity(token)
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if cookie:
+        token = tokens.from_session(cookie)
+        if token is not None:
+            return Identity(token, session=cookie)
+    return None
+
+
+def unauthorised() -> HTTPException:
+    return HTTPException(
+        status.HTTP_401_UNAUTHORIZED,
+        "a valid bearer token is required (Authorization: Bearer <token>)",
+        headers={"WWW-Authenticate": 'Bearer realm="conveyor"'},
+    )
+
+
+def reader(request: Request) -> Identity:
+    """FastAPI dependency: any valid token."""
+    identity = authenticate(request)
+    if identity is None:
+        raise unauthorised()
+    return identity
+
+
+def writer(request: Request) -> Identity:
+    """FastAPI dependency: a read-write token; cookie sessions must also send the CSRF header."""
+    identity = reader(request)
+    if not identity.token.allows(Role.WRITE):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, f"token {identity.name!r} is read-only")
+    if identity.session is not None:
+        sent = request.headers.get(CSRF_HEADER, "")
+        if not hmac.compare_digest(sent, csrf_value(identity)):
+            raise HTTPException(status.HTTP_403_FORBIDDEN, "missing or wrong CSRF token")
+    return identity

@@ -1,0 +1,495 @@
+"""The dashboard: server-rendered pages over the same Conveyor methods as the API.
+
+Pages refresh themselves: ``static/conveyor.js`` re-fetches the page every few seconds and
+swaps each ``data-live`` region, so there is no client-side state to drift and no build step.
+Mutations are plain HTML forms (POST, CSRF field, redirect back), recorded in the audit log.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import threading
+import time
+from collections import deque
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Request
+from fastapi.responses import RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+from pydantic import ValidationError
+
+from conveyor.app import Conveyor
+from conveyor.errors import ConveyorError, JobNotFound
+from conveyor.job import FINISHED_STATES, Job, JobState
+from conveyor.stats import Stats, is_live
+from conveyor.web.api import cron_rows
+from conveyor.web.auth import CSRF_FIELD, SESSION_COOKIE, SESSION_SECONDS, Identity, Role, Tokens, authenticate, csrf_value
+from conveyor.web.schemas import PageQuery
+
+FLASH_COOKIE = "conveyor_flash"
+STATE_ORDER = (
+    JobState.PENDING,
+    JobState.RUNNING,
+    JobState.SCHEDULED,
+    JobState.WAITING,
+    JobState.COMPLETED,
+    JobState.DEAD,
+    JobState.CANCELLED,
+)
+
+router = APIRouter(include_in_schema=False)
+templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
+
+
+# -- shared state: a short stats cache and the queue-depth history --------------------
+
+
+class DepthHistory:
+    """Queue depth sampled whenever stats are read (at most every 2 s), for the depth chart."""
+
+    def __init__(self, capacity: int = 450, every: float = 2.0) -> None:
+        self.points: deque[tuple[float, int, int, int]] = deque(maxlen=capacity)
+        self.every = every
+        self._lock = threading.Lock()
+        self._stats: tuple[float, Stats] | None = None
+
+    def stats(self, app: Conveyor, max_age: float = 1.0) -> Stats:
+        """Stats at most ``max_age`` seconds old, shared by every viewer of this process."""
+        with self._lock:
+            cached = self._stats
+            if cached is not None and time.monotonic() - cached[0] < max_age:
+                return cached[1]
+        stats = app.stats()
+        with self._lock:
+            self._stats = (time.monotonic(), stats)
+            at = stats.at.timestamp()
+            if not self.points or at - self.points[-1][0] >= self.every:
+                c = stats.total.counts
+                self.points.append((at, c["pending"], c["running"], c["scheduled"]))
+        return stats
+
+    def series(self) -> list[list[float]]:
+        with self._lock:
+            return [list(p) for p in self.points]
+
+
+# -- formatting -----------------------------------------------------------------------
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "–"
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m {secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours}h {minutes:02d}m"
+    return f"{hours // 24}d {hours % 24}h"
+
+
+def ago(moment: datetime | None, now: datetime) -> str:
+    if moment is None:
+        return "–"
+    delta = (now - moment).total_seconds()
+    if delta < 0:
+        return "in " + duration(-delta)
+    return duration(delta) + " ago"
+
+
+def number(value: float | int | None) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float) and not value.is_integer():
+        return f"{value:,.1f}" if value >= 10 else f"{value:,.2f}"
+    return f"{int(value):,}"
+
+
+def percent(value: float | None) -> str:
+    return "–" if value is None else f"{value * 100:.1f}%"
+
+
+def pretty(value: Any) -> str:
+    return json.dumps(value, indent=2, sort_keys=True, default=str, ensure_ascii=False)
+
+
+templates.env.filters.update(duration=duration, number=number, percent=percent, pretty=pretty)
+templates.env.globals.update(ago=ago, STATE_ORDER=STATE_ORDER, FINISHED_STATES=FINISHED_STATES)
+
+
+# -- request plumbing -----------------------------------------------------------------
+
+
+def base_path(request: Request) -> str:
+    return str(request.scope.get("root_path", "")).rstrip("/")
+
+
+def render(request: Request, template: str, identity: Identity | None, status_code: int = 200, **values: Any) -> Response:
+    app: Conveyor = request.app.state.conveyor
+    context: dict[str, Any] = {
+        "base": base_path(request),
+        "title": request.app.state.title,
+        "identity": identity,
+        "can_write": identity is not None and identity.token.allows(Role.WRITE),
+        "csrf": csrf_value(identity) if identity is not None else "",
+        "csrf_field": CSRF_FIELD,
+        "refresh_ms": int(request.app.state.refresh_seconds * 1000),
+        "flash": request.cookies.get(FLASH_COOKIE, "")[:300],
+        "path": request.url.path,
+        "page": template.removesuffix(".html"),
+        **values,
+    }
+    if identity is not None and "stats" not in context:
+        context["stats"] = request.app.state.depth.stats(app)
+    if identity is not None:
+        context.setdefault("now", context["stats"].at)
+    response = templates.TemplateResponse(request, template, context, status_code=status_code)
+    if FLASH_COOKIE in request.cookies:
+        response.delete_cookie(FLASH_COOKIE, path=base_path(request) or "/")
+    return response
+
+
+def login_redirect(request: Request) -> Response:
+    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    return RedirectResponse(f"{base_path(request)}/login?{urlencode({'next': target})}", status_code=303)
+
+
+def safe_next(request: Request, value: str | None) -> str:
+    """Only redirect to a path inside this app (never another host)."""
+    base = base_path(request)
+    if value and value.startswith(base + "/") and not value.startswith("//") and "\\" not in value and "\n" not in value:
+        return value
+    return base + "/"
+
+
+def back(request: Request, target: str | None, message: str) -> Response:
+    response = RedirectResponse(safe_next(request, target), status_code=303)
+    response.set_cookie(FLASH_COOKIE, message[:300], max_age=30, httponly=True, samesite="strict", path=base_path(request) or "/")
+    return response
+
+
+async def mutation(request: Request) -> tuple[Identity, dict[str, Any]] | Response:
+    """The caller and its form, if it may write and the CSRF value matches."""
+    identity = authenticate(request)
+    if identity is None:
+        return login_redirect(request)
+    form = await request.form()
+    values: dict[str, Any] = {k: form.getlist(k) if k in ("ids", "state", "queue", "type") else form.get(k) for k in form.keys()}
+    if identity.session is None or not hmac.compare_digest(str(values.get(CSRF_FIELD) or ""), csrf_value(identity)):
+        return Response("CSRF check failed: reload the page and try again.", status_code=403, media_type="text/plain")
+    if not identity.token.allows(Role.WRITE):
+        return back(request, values.get("next"), f"Token {identity.name!r} is read-only.")
+    return identity, values
+
+
+# -- login ----------------------------------------------------------------------------
+
+
+@router.get("/login")
+def login_page(request: Request, next: str | None = None) -> Response:
+    return render(request, "login.html", None, next=safe_next(request, next), error="")
+
+
+@router.post("/login")
+async def login(request: Request) -> Response:
+    form = await request.form()
+    tokens: Tokens = request.app.state.tokens
+    token = tokens.match(str(form.get("token") or ""))
+    target = safe_next(request, str(form.get("next") or ""))
+    if token is None:
+        return render(request, "login.html", None, status_code=401, next=target, error="That token is not valid.")
+    response = RedirectResponse(target, status_code=303)
+    response.set_cookie(
+        SESSION_COOKIE,
+        tokens.session_for(token),
+        max_age=SESSION_SECONDS,
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+        path=base_path(request) or "/",
+    )
+    return response
+
+
+@router.post("/logout")
+async def logout(request: Request) -> Response:
+    checked = await mutation_any_role(request)
+    if isinstance(checked, Response):
+        return checked
+    response = RedirectResponse(f"{base_path(request)}/login", status_code=303)
+    response.delete_cookie(SESSION_COOKIE, path=base_path(request) or "/")
+    return response
+
+
+async def mutation_any_role(request: Request) -> Identity | Response:
+    identity = authenticate(request)
+    if identity is None:
+        return login_redirect(request)
+    form = await request.form()
+    if identity.session is None or not hmac.compare_digest(str(form.get(CSRF_FIELD) or ""), csrf_value(identity)):
+        return Response("CSRF check failed", status_code=403, media_type="text/plain")
+    return identity
+
+
+# -- pages ----------------------------------------------------------------------------
+
+
+@router.get("/")
+def overview(request: Request) -> Response:
+    identity = authenticate(request)
+    if identity is None:
+        return login_redirect(request)
+    stats: Stats = request.app.state.depth.stats(request.app.state.conveyor)
+    chart = {
+        "bucket": stats.bucket_seconds,
+        "throughput": [[p.at.timestamp(), p.completed, p.dead] for p in stats.series],
+        "depth": request.app.state.depth.series(),
+    }
+    return render(request, "overview.html", identity, stats=stats, chart=json.dumps(chart))
+
+
+def job_query(params: dict[str, list[str]]) -> tuple[PageQuery, str]:
+    """The jobs page's filters; invalid ones are dropped with a message instead of a 422 page."""
+    data: dict[str, Any] = {k: v for k, v in params.items() if k in ("state", "queue", "type") and v}
+    for key in ("workflow_id", "before_id", "created_after", "created_before", "limit"):
+        if params.get(key) and params[key][0]:
+            data[key] = params[key][0]
+    for key in ("queue", "type", "state"):
+        if key in data:
+            data[key] = [v for v in data[key] if v]
+    try:
+        return PageQuery.model_validate(data), ""
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        return PageQuery(), f"Ignored invalid filters ({problems})."
+
+
+def query_params(request: Request) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for key, value in request.query_params.multi_items():
+        out.setdefault(key, []).append(value)
+    return out
+
+
+def jobs_listing(request: Request, identity: Identity, template: str, forced_state: JobState | None) -> Response:
+    app: Conveyor = request.app.state.conveyor
+    query, problem = job_query(query_params(request))
+    where = query.where()
+    if forced_state is not None:
+        where["state"] = forced_state
+    jobs = app.list_jobs(limit=query.limit + 1, before_id=query.before_id, **where)
+    more = len(jobs) > query.limit
+    jobs = jobs[: query.limit]
+    stats: Stats = request.app.state.depth.stats(app)
+    tab_counts = {s.value: 0 for s in JobState}
+    for group in stats.types:
+        if (not query.queue or group.queue in query.queue) and (not query.type or group.type in query.type):
+            for state, n in group.counts.items():
+                tab_counts[state] += n
+    keep = {k: v for k, v in query_params(request).items() if k in ("queue", "type", "workflow_id", "created_after", "created_before")}
+    return render(
+        request,
+        template,
+        identity,
+        stats=stats,
+        jobs=jobs,
+        query=query,
+        problem=problem,
+        tab_counts=tab_counts,
+        queues=sorted({g.queue for g in stats.types if g.queue}),
+        types=sorted({g.type for g in stats.types if g.type}),
+        next_url=f"{request.url.path}?{urlencode({**keep, 'state': [s.value for s in query.state], 'before_id': jobs[-1].id}, doseq=True)}"
+        if more
+        else None,
+        filter_qs=urlencode(keep, doseq=True),
+    )
+
+
+@router.get("/jobs")
+def jobs_page(request: Request) -> Response:
+    identity = authenticate(request)
+    if identity is None:
+        return login_redirect(request)
+    return jobs_listing(request, identity, "jobs.html", None)
+
+
+@router.get("/dlq")
+def dlq_page(request: Request) -> Response:
+    identity = authenticate(request)
+    if identity is None:
+        return login_redirect(request)
+    return jobs_listing(request, identity, "dlq.html", JobState.DEAD)
+
+
+@router.get("/jobs/{job_id}")
+def job_page(request: Request, job_id: str) -> Response:
+    identity = authenticate(request)
+    if identity is None:
+        return login_redirect(request)
+    app: Conveyor = request.app.state.conveyor
+    try:
+        job: Job | None = app.get_job(int(job_id)) if job_id.isdigit() and int(job_id) < 2**63 else None
+    except JobNotFound:
+        job = None
+    if job is None:
+        return render(request, "missing.html", identity, status_code=404, what=f"job {job_id}")
+    return render(request, "job.html", identity, job=job)
+
+
+@router.get("/cron")
+def cron_page(request: Request) -> Response:
+    identity = authenticate(request)
+    if identity is None:
+        return login_redirect(request)
+    app: Conveyor = request.app.state.conveyor
+    available = hasattr(app, "cron_list")
+    return render(request, "cron.html", identity, schedules=cron_rows(app) if available else [], available=available)
+
+
+@router.get("/workflows")
+def workflows_page(request: Request) -> Response:
+    identity = authenticate(request)
+    if identity is None:
+        return login_redirect(request)
+    return render(request, "workflows.html", identity, workflows=request.app.state.conveyor.recent_workflows(50))
+
+
+@router.get("/workflows/{workflow_id}")
+def workflow_page(request: Request, workflow_id: str) -> Response:
+    identity = authenticate(request)
+    if identity is None:
+        return login_redirect(request)
+    app: Conveyor = request.app.state.conveyor
+    jobs = sorted(app.list_jobs(limit=500, workflow_id=workflow_id[:200].replace("\x00", "")), key=lambda j: j.id)
+    if not jobs:
+        return render(request, "missing.html", identity, status_code=404, what=f"workflow {workflow_id}")
+    return render(request, "workflow.html", identity, workflow_id=workflow_id, tree=workflow_tree(jobs), jobs=jobs)
+
+
+def workflow_tree(jobs: list[Job]) -> list[tuple[int, Job]]:
+    """(depth, job) in tree order, children under the job that enqueued them (parent_id)."""
+    ids = {j.id for j in jobs}
+    children: dict[int | None, list[Job]] = {}
+    for job in jobs:
+        parent = job.parent_id if job.parent_id in ids else None
+        children.setdefault(parent, []).append(job)
+    out: list[tuple[int, Job]] = []
+
+    def walk(parent: int | None, depth: int) -> None:
+        for job in children.get(parent, []):
+            out.append((depth, job))
+            walk(job.id, depth + 1)
+
+    walk(None, 0)
+    return out
+
+
+@router.get("/workers")
+def workers_page(request: Request) -> Response:
+    identity = authenticate(request)
+    if identity is None:
+        return login_redirect(request)
+    app: Conveyor = request.app.state.conveyor
+    stats: Stats = request.app.state.depth.stats(app)
+    workers = [(w, is_live(w, stats.at, app.settings.worker_stale_after)) for w in app.workers()]
+    return render(request, "workers.html", identity, stats=stats, workers=workers)
+
+
+@router.get("/audit")
+def audit_page(request: Request) -> Response:
+    identity = authenticate(request)
+    if identity is None:
+        return login_redirect(request)
+    return render(request, "audit.html", identity, entries=request.app.state.conveyor.audit_log(200))
+
+
+# -- actions --------------------------------------------------------------------------
+
+
+@router.post("/jobs/{job_id}/{action}")
+async def job_action(request: Request, job_id: int, action: str) -> Response:
+    checked = await mutation(request)
+    if isinstance(checked, Response):
+        return checked
+    identity, form = checked
+    app: Conveyor = request.app.state.conveyor
+    target = form.get("next") or f"{base_path(request)}/jobs/{job_id}"
+    try:
+        if action == "retry":
+            app.retry(job_id)
+        elif action == "cancel":
+            app.cancel(job_id)
+        elif action == "purge":
+            job = app.get_job(job_id)
+            if job.state not in FINISHED_STATES:
+                return back(request, target, f"Job {job_id} is {job.state}: only finished jobs can be purged.")
+            app.purge(ids=[job_id], state=list(FINISHED_STATES))
+            target = form.get("next") or f"{base_path(request)}/jobs"
+        else:
+            return Response("unknown action", status_code=404, media_type="text/plain")
+    except ConveyorError as exc:
+        return back(request, target, str(exc))
+    app.audit(identity.name, f"job.{action}", f"job:{job_id}", via="dashboard")
+    verb = {"retry": "sent back to pending", "cancel": "cancelled", "purge": "purged"}[action]
+    return back(request, target, f"Job {job_id} {verb}.")
+
+
+@router.post("/bulk")
+async def bulk_action(request: Request) -> Response:
+    """Retry, cancel or purge the checked jobs, or (DLQ) every dead job matching the filter."""
+    checked = await mutation(request)
+    if isinstance(checked, Response):
+        return checked
+    identity, form = checked
+    app: Conveyor = request.app.state.conveyor
+    action, _, matching = str(form.get("action") or "").partition("-")
+    dead_only = form.get("scope") == "dead-selected"
+    if dead_only and matching == "matching":
+        query, _ = job_query({k: v if isinstance(v, list) else [v] for k, v in form.items() if v})
+        where: dict[str, Any] = {**query.where(), "state": JobState.DEAD}
+        target = "matching"
+    else:
+        ids = [int(i) for i in form.get("ids") or [] if str(i).isdigit() and int(i) < 2**63]
+        if not ids:
+            return back(request, form.get("next"), "Select some jobs first.")
+        where = {"ids": ids, **({"state": JobState.DEAD} if dead_only else {})}
+        target = "ids:" + ",".join(map(str, ids[:50]))
+    if action == "retry":
+        count = app.retry_jobs(**{"state": [JobState.DEAD, JobState.CANCELLED], **where})
+    elif action == "cancel":
+        count = app.cancel_jobs(**where)
+    elif action == "purge":
+        count = app.purge(**{"state": list(FINISHED_STATES), **where})
+    else:
+        return back(request, form.get("next"), "Unknown action.")
+    app.audit(identity.name, f"{'dlq' if dead_only else 'jobs'}.{action}", target, count=count, via="dashboard")
+    past = {"retry": "retried", "cancel": "cancelled", "purge": "purged"}[action]
+    return back(request, form.get("next"), f"{count} job{'s' if count != 1 else ''} {past}.")
+
+
+@router.post("/cron/{name}/{action}")
+async def cron_action(request: Request, name: str, action: str) -> Response:
+    checked = await mutation(request)
+    if isinstance(checked, Response):
+        return checked
+    identity, form = checked
+    app: Conveyor = request.app.state.conveyor
+    method = getattr(app, f"cron_{action}", None) if action in ("pause", "resume", "trigger") else None
+    if method is None:
+        return back(request, form.get("next"), "That cron action is not available.")
+    try:
+        method(name)
+    except ConveyorError as exc:
+        return back(request, form.get("next"), str(exc))
+    app.audit(identity.name, f"cron.{action}", f"cron:{name}", via="dashboard")
+    return back(request, form.get("next"), f"Schedule {name!r}: {action} done.")
+
+
