@@ -138,12 +138,12 @@ def create_api(config: ShopConfig | None = None, shop: Shop | None = None) -> Fa
         return FileResponse(order.invoice_path, media_type="application/pdf", filename=f"{order.id}.pdf")
 
     @api.post("/webhooks", status_code=201)
-    def add_webhook(body: WebhookRequest) -> dict[str, Any]:
+    def add_webhook(body: WebhookRequest) -> Any:
         try:
             url = check_url(body.url, allow_private=cfg.webhook_allow_private)
         except WebhookURLRefused as exc:
-            return_error = {"error": "invalid request", "errors": [{"field": "url", "message": exc.reason, "type": "url_refused"}]}
-            raise HTTPException(422, return_error) from None
+            error = {"field": "url", "message": exc.reason, "type": "url_refused"}
+            return JSONResponse({"error": "invalid request", "errors": [error]}, status_code=422)
         endpoint = Endpoint("we_" + secrets.token_hex(6), url, new_secret(), datetime.now(UTC))
         db.add_endpoint(endpoint)
         return endpoint_view(endpoint, secret=True)

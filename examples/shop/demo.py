@@ -27,7 +27,6 @@ from typing import Any
 import httpx
 
 from conveyor.webhooks import ReplayGuard, WebhookVerificationError, verify
-
 from examples.shop.config import ShopConfig
 from examples.shop.db import ShopDB
 from examples.shop.jobs import create_shop
@@ -245,8 +244,8 @@ def announce(stack: Stack, env: Mapping[str, str], receiver: WebhookReceiver) ->
         "",
         "Place an order:",
         f"  curl -s -X POST {stack.url}/orders -H 'content-type: application/json' \\",
-        "    -d '{\"user_id\": \"u1\", \"email\": \"u1@example.com\", \"items\": [{\"product_id\": \"prod-1\", \"quantity\": 1}], "
-        "\"payment_token\": \"tok_visa\"}'",
+        ("    -d '{\"user_id\": \"u1\", \"email\": \"u1@example.com\", \"items\": [{\"product_id\": \"prod-1\", \"quantity\": 1}], "
+        "\"payment_token\": \"tok_visa\"}'"),
         "",
     ]
     print("\n".join(lines), flush=True)
