@@ -95,6 +95,7 @@ class Stats:
     health: Health
     bucket_seconds: float = 10.0
     workers_live: int = 0  # distinct workers with a fresh heartbeat
+    finished_counts_age: float = 0.0  # completed/cancelled totals may lag by this many seconds on big tables
 
 
 def percentiles(values: Sequence[float]) -> Percentiles:
@@ -129,7 +130,7 @@ def shape(snapshot: Snapshot, workers: Iterable[WorkerInfo], thresholds: Thresho
             for name in worker.queues:
                 live[name] = live.get(name, 0) + 1
     health = judge(total, per_queue, live, set(queues), thresholds)
-    return Stats(snapshot.now, total, per_queue, per_type, _series(snapshot), live, health, snapshot.params.bucket, alive)
+    return Stats(snapshot.now, total, per_queue, per_type, _series(snapshot), live, health, snapshot.params.bucket, alive, snapshot.finished_counts_age)
 
 
 def _group(snapshot: Snapshot, picks: Callable[[str, str], bool], queue: str | None, job_type: str | None) -> GroupStats:

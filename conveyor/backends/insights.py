@@ -7,6 +7,9 @@ implementation takes the backend instance and borrows its connections.
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
@@ -77,6 +80,7 @@ class Snapshot:
     finished: tuple[FinishedBucket, ...]
     pending: tuple[PendingAge, ...]
     durations: tuple[Duration, ...]
+    finished_counts_age: float = 0.0  # seconds since completed/cancelled were counted (see SlowCounts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +125,35 @@ class WorkflowSummary:
     states: dict[str, int]
     created_at: datetime
     finished_at: datetime | None
+
+
+class SlowCounts:
+    """Completed and cancelled totals: exact while counting them is cheap, cached once it is not.
+
+    Every other number in a snapshot comes from small index ranges, but these two walk every
+    finished row the retention policy keeps (106 ms for a million on SQLite). Once a recount
+    takes longer than ``slow`` seconds its result is reused for up to ``ttl`` seconds: totals
+    that only move by completions and pruning may lag; nothing operational depends on them.
+    """
+
+    def __init__(self, slow: float = 0.025, ttl: float = 30.0) -> None:
+        self.slow = slow
+        self.ttl = ttl
+        self._lock = threading.Lock()
+        self._cached: tuple[float, tuple[StateCount, ...]] | None = None
+
+    def get(self, count: Callable[[], Iterable[StateCount]]) -> tuple[tuple[StateCount, ...], float]:
+        """The counts and their age in seconds."""
+        with self._lock:
+            cached = self._cached
+        if cached is not None and time.monotonic() - cached[0] < self.ttl:
+            return cached[1], time.monotonic() - cached[0]
+        started = time.monotonic()
+        counts = tuple(count())
+        took = time.monotonic() - started
+        with self._lock:
+            self._cached = (started, counts) if took > self.slow else None
+        return counts, 0.0
 
 
 class Insights(Protocol):

@@ -17,6 +17,7 @@ from conveyor.backends.insights import (
     NewAuditEntry,
     PendingAge,
     PruneParams,
+    SlowCounts,
     Snapshot,
     SnapshotParams,
     StateCount,
@@ -27,7 +28,14 @@ from conveyor.backends.postgres import PostgresBackend
 from conveyor.job import JobState
 
 # An index-only scan of (state, queue, type).
-STATE_COUNTS = "SELECT queue, type, state, count(*) FROM conveyor_jobs GROUP BY state, queue, type"
+ACTIVE_COUNTS = (
+    "SELECT queue, type, state, count(*) FROM conveyor_jobs "
+    "WHERE state IN ('waiting', 'scheduled', 'pending', 'running', 'dead') GROUP BY state, queue, type"
+)
+# Every completed row the retention policy keeps: counted through SlowCounts.
+FINISHED_COUNTS = (
+    "SELECT queue, type, state, count(*) FROM conveyor_jobs WHERE state IN ('completed', 'cancelled') GROUP BY state, queue, type"
+)
 
 # Recent finishes from the (finished_at, state, queue, type) index alone.
 FINISHED_BUCKETS = """
@@ -79,6 +87,7 @@ class PostgresInsights:
 
     def __init__(self, backend: PostgresBackend) -> None:
         self.backend = backend
+        self.finished_counts = SlowCounts()
 
     def _one(self, conn: psycopg.Connection[Any], sql: str, args: Any = None) -> Any:
         row = conn.execute(sql, args).fetchone()
@@ -93,7 +102,11 @@ class PostgresInsights:
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
             now: datetime = self._one(conn, "SELECT now()")
             start = now - timedelta(seconds=params.window)
-            states = tuple(StateCount(q, t, JobState(s), n) for q, t, s, n in conn.execute(STATE_COUNTS))
+            active = [StateCount(q, t, JobState(s), n) for q, t, s, n in conn.execute(ACTIVE_COUNTS)]
+            done, done_age = self.finished_counts.get(
+                lambda: [StateCount(q, t, JobState(s), n) for q, t, s, n in conn.execute(FINISHED_COUNTS)]
+            )
+            states = (*active, *done)
             finished = tuple(
                 FinishedBucket(min(b, last), q, t, JobState(s), n)
                 for b, q, t, s, n in conn.execute(FINISHED_BUCKETS, {"start": start, "bucket": params.bucket})
@@ -103,7 +116,7 @@ class PostgresInsights:
                 Duration(q, t, max(run, 0.0), wait)
                 for q, t, run, wait in conn.execute(DURATIONS, {"start": start, "limit": params.duration_samples})
             )
-        return Snapshot(now, params, states, finished, pending, durations)
+        return Snapshot(now, params, states, finished, pending, durations, done_age)
 
     # -- audit --------------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ from conveyor.backends.insights import (
     NewAuditEntry,
     PendingAge,
     PruneParams,
+    SlowCounts,
     Snapshot,
     SnapshotParams,
     StateCount,
@@ -27,7 +28,14 @@ from conveyor.job import JobState
 from conveyor.timeutil import from_epoch
 
 # The covering (state, queue, type) index answers this without touching a row.
-STATE_COUNTS = "SELECT queue, type, state, count(*) FROM conveyor_jobs GROUP BY state, queue, type"
+ACTIVE_COUNTS = (
+    "SELECT queue, type, state, count(*) FROM conveyor_jobs "
+    "WHERE state IN ('waiting', 'scheduled', 'pending', 'running', 'dead') GROUP BY state, queue, type"
+)
+# Every completed row the retention policy keeps: counted through SlowCounts.
+FINISHED_COUNTS = (
+    "SELECT queue, type, state, count(*) FROM conveyor_jobs WHERE state IN ('completed', 'cancelled') GROUP BY state, queue, type"
+)
 
 # Recent finishes come from the (finished_at, state, queue, type) index alone.
 FINISHED_BUCKETS = """
@@ -78,6 +86,7 @@ class SQLiteInsights:
 
     def __init__(self, backend: SQLiteBackend) -> None:
         self.backend = backend
+        self.finished_counts = SlowCounts()
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
@@ -115,7 +124,11 @@ class SQLiteInsights:
         with self._read() as conn:
             now = float(conn.execute(f"SELECT {NOW}").fetchone()[0])
             start = now - params.window
-            states = tuple(StateCount(q, t, JobState(s), n) for q, t, s, n in conn.execute(STATE_COUNTS))
+            active = [StateCount(q, t, JobState(s), n) for q, t, s, n in conn.execute(ACTIVE_COUNTS)]
+            done, done_age = self.finished_counts.get(
+                lambda: [StateCount(q, t, JobState(s), n) for q, t, s, n in conn.execute(FINISHED_COUNTS)]
+            )
+            states = (*active, *done)
             finished = tuple(
                 FinishedBucket(min(int(b), int(params.window // params.bucket) - 1), q, t, JobState(s), n)
                 for b, q, t, s, n in conn.execute(FINISHED_BUCKETS, {"start": start, "bucket": params.bucket})
@@ -125,7 +138,7 @@ class SQLiteInsights:
                 Duration(q, t, max(float(run), 0.0), float(wait))
                 for q, t, run, wait in conn.execute(DURATIONS, {"start": start, "limit": params.duration_samples})
             )
-        return Snapshot(from_epoch(now), params, states, finished, pending, durations)
+        return Snapshot(from_epoch(now), params, states, finished, pending, durations, done_age)
 
     # -- audit --------------------------------------------------------------------------
 

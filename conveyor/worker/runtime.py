@@ -22,6 +22,7 @@ from conveyor.worker.bridge import Bridge
 from conveyor.worker.completer import Completer
 from conveyor.worker.executor import Executor, RunResult, outcome_name
 from conveyor.worker.heartbeat import heartbeat_loop, rescue_loop, worker_info
+from conveyor.worker.pruner import prune_loop
 
 if TYPE_CHECKING:
     from conveyor.app import Conveyor
@@ -113,6 +114,7 @@ class Worker:
             asyncio.create_task(self.completer.run(), name="completer"),
             asyncio.create_task(heartbeat_loop(self), name="heartbeat"),
             asyncio.create_task(rescue_loop(self), name="rescuer"),
+            asyncio.create_task(prune_loop(self), name="pruner"),
         ]
         try:
             await self._fetch_loop()

@@ -1,0 +1,59 @@
+"""Retention: every worker prunes finished jobs by policy, in small batches, on a schedule.
+
+Each batch is one short transaction (``prune_batch`` rows), and the loop yields between
+batches, so pruning a large backlog never holds the lock claims need for long. Several
+workers pruning at once is harmless: PostgreSQL skips rows another pruner holds, SQLite
+serialises the batches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from typing import TYPE_CHECKING
+
+from conveyor.errors import BackendError
+
+if TYPE_CHECKING:
+    from conveyor.worker.runtime import Worker
+
+log = logging.getLogger("conveyor.worker")
+
+
+async def prune_loop(worker: Worker) -> None:
+    """Every ``prune_interval`` seconds (first run at a random point of it): prune, then forget dead workers."""
+    app = worker.app
+    interval = worker.settings.prune_interval
+    delay = random.uniform(0.1, 1.0) * interval  # workers started together do not prune together
+    while not await _stopped_within(worker, delay):
+        delay = interval
+        try:
+            removed = await prune_once(worker)
+            if removed:
+                log.info("pruned %d finished jobs", removed)
+            await worker.bridge.call(app.forget_workers)
+        except BackendError as exc:
+            log.warning("pruning failed (%s); retrying in %.0f s", exc, interval)
+
+
+async def prune_once(worker: Worker) -> int:
+    """Delete batches until one comes back short; stop early when the worker stops."""
+    app = worker.app
+    policy = app.prune_policy(limit=worker.settings.prune_batch)
+    total = 0
+    while not worker.stopped.is_set():
+        removed = await worker.bridge.call(app.insights.jobs_prune, policy)
+        total += removed
+        if removed < policy.limit:
+            break
+        await asyncio.sleep(0.05)  # let claims and completions in between batches
+    return total
+
+
+async def _stopped_within(worker: Worker, seconds: float) -> bool:
+    try:
+        await asyncio.wait_for(worker.stopped.wait(), seconds)
+        return True
+    except TimeoutError:
+        return False
