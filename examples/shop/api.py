@@ -20,6 +20,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from conveyor import Job, JobState
+from conveyor.web import create_app as create_admin
 from conveyor.webhooks import WebhookURLRefused, check_url, new_secret
 from examples.shop import mailbox
 from examples.shop.config import ShopConfig
@@ -163,4 +164,5 @@ def create_api(config: ShopConfig | None = None, shop: Shop | None = None) -> Fa
 
 
 def mount_dashboard(api: FastAPI, shop: Shop) -> None:
-    """The placeholder for Conveyor's admin dashboard at /admin (see the report: not yet available)."""
+    """Conveyor's admin API and dashboard at ``/admin``; its token is ``CONVEYOR_ADMIN_TOKEN``."""
+    api.mount("/admin", create_admin(shop.app, title="Conveyor Shop"))

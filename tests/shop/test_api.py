@@ -7,6 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 import httpx
+import pytest
 
 from conveyor import Priority
 from examples.shop.jobs import Shop
@@ -108,3 +109,17 @@ def test_webhook_endpoints_get_a_signing_secret(make_shop: Callable[..., Shop], 
 def test_demo_mail_needs_the_demo_mailbox(make_shop: Callable[..., Shop], serve: Callable[[Shop], httpx.Client]) -> None:
     client = serve(make_shop(mailbox=None))
     assert client.get("/demo/mail").status_code == 404
+
+
+def test_admin_dashboard_is_mounted_behind_its_token(
+    make_shop: Callable[..., Shop], serve: Callable[[Shop], httpx.Client], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CONVEYOR_ADMIN_TOKEN", "demo-token-123456")
+    client = serve(make_shop())
+    order_id = client.post("/orders", json=ORDER).json()["id"]
+    assert client.get("/admin/api/jobs").status_code == 401
+    jobs = client.get("/admin/api/jobs", params={"workflow_id": order_id}, headers={"authorization": "Bearer demo-token-123456"})
+    assert jobs.status_code == 200, jobs.text
+    assert {j["type"] for j in jobs.json()["jobs"]} == {"send_order_confirmation", "send_followup_email"}
+    page = client.get("/admin/", follow_redirects=False)
+    assert page.status_code == 303 and "/admin/login" in page.headers["location"]
