@@ -129,7 +129,7 @@ def shape(snapshot: Snapshot, workers: Iterable[WorkerInfo], thresholds: Thresho
             alive += 1
             for name in worker.queues:
                 live[name] = live.get(name, 0) + 1
-    health = judge(total, per_queue, live, set(queues), thresholds)
+    health = judge(total, per_queue, live, thresholds)
     return Stats(snapshot.now, total, per_queue, per_type, _series(snapshot), live, health, snapshot.params.bucket, alive, snapshot.finished_counts_age)
 
 
@@ -183,7 +183,7 @@ def _series(snapshot: Snapshot) -> tuple[SeriesPoint, ...]:
     )
 
 
-def judge(total: GroupStats, queues: Sequence[GroupStats], live: dict[str, int], declared: set[str], t: Thresholds) -> Health:
+def judge(total: GroupStats, queues: Sequence[GroupStats], live: dict[str, int], t: Thresholds) -> Health:
     """Degraded when the DLQ grows, a due job waits too long, or a queue with work has no live worker."""
     checks = [
         Check(
@@ -200,7 +200,7 @@ def judge(total: GroupStats, queues: Sequence[GroupStats], live: dict[str, int],
                 Check(f"pending_age:{q.queue}", age <= t.pending_age, f"oldest due job waited {age:.0f} s (limit {t.pending_age:.0f} s)")
             )
         has_work = any(q.counts[s.value] for s in (JobState.PENDING, JobState.RUNNING)) or age is not None
-        if has_work or q.queue in declared:
+        if has_work:  # due or running jobs that no live worker will run
             n = live.get(q.queue, 0)
             checks.append(Check(f"workers:{q.queue}", n > 0, f"{n} live worker{'s' if n != 1 else ''}"))
     status = HealthStatus.OK if all(c.ok for c in checks) else HealthStatus.DEGRADED
