@@ -54,20 +54,28 @@ UPDATE conveyor_jobs SET state = 'pending'
 WHERE id IN (SELECT id FROM conveyor_jobs WHERE state = 'scheduled' AND run_at <= {NOW} ORDER BY run_at LIMIT 1000)
 """
 
-FINISH_JOB = f"""
+FINISH_JOBS = f"""
 UPDATE conveyor_jobs SET
-    state = CASE WHEN :state = 'pending' AND :delay > 0 THEN 'scheduled' ELSE :state END,
-    run_at = CASE WHEN :state = 'pending' THEN {NOW} + :delay ELSE run_at END,
-    finished_at = CASE WHEN :state IN {FINISHED} THEN {NOW} ELSE NULL END,
-    attempt = attempt - :refund,
-    result = :result,
-    errors = CASE WHEN :error IS NULL THEN errors ELSE json_insert(errors, '$[#]', json_object(
-        'attempt', attempt, 'at', {NOW}, 'error', :error, 'traceback', :traceback, 'worker_id', :worker_id)) END,
+    state = CASE WHEN o.state = 'pending' AND o.delay > 0 THEN 'scheduled' ELSE o.state END,
+    run_at = CASE WHEN o.state = 'pending' THEN {NOW} + o.delay ELSE run_at END,
+    finished_at = CASE WHEN o.state IN {FINISHED} THEN {NOW} ELSE NULL END,
+    attempt = attempt - o.refund,
+    result = o.result,
+    errors = CASE WHEN o.error IS NULL THEN errors ELSE json_insert(errors, '$[#]', json_object(
+        'attempt', attempt, 'at', {NOW}, 'error', o.error, 'traceback', o.traceback, 'worker_id', o.worker_id)) END,
     worker_id = NULL,
     lease_expires_at = NULL
-WHERE id = :id AND lease_token = :token AND state = 'running'
-RETURNING id
+FROM (SELECT json_extract(value, '$[0]') AS id, json_extract(value, '$[1]') AS token, json_extract(value, '$[2]') AS state,
+             json_extract(value, '$[3]') AS delay, json_extract(value, '$[4]') AS refund, json_extract(value, '$[5]') AS result,
+             json_extract(value, '$[6]') AS error, json_extract(value, '$[7]') AS traceback,
+             json_extract(value, '$[8]') AS worker_id
+      FROM json_each(?)) AS o
+WHERE conveyor_jobs.id = o.id AND conveyor_jobs.lease_token = o.token AND +conveyor_jobs.state = 'running'
+RETURNING conveyor_jobs.id
 """
+"""Every outcome of a batch in one statement, each fenced by its lease token. The outcomes come
+as one JSON array ``[[id, token, state, delay, refund, result, error, traceback, worker_id]]``;
+the unary ``+`` keeps the planner on the primary key rather than the running-jobs index."""
 
 RESCUE = f"""
 UPDATE conveyor_jobs SET
@@ -290,27 +298,20 @@ class SQLiteBackend:
         return "\n".join(str(r[-1]) for r in rows)
 
     def jobs_finish(self, outcomes: Sequence[Outcome]) -> list[int]:
-        won: list[int] = []
+        if not outcomes:
+            return []
+        batch = json.dumps(
+            [
+                [o.lease.job_id, o.lease.token, o.state.value, o.delay, 1 if o.refund else 0, o.result, o.error, o.traceback, o.worker_id]
+                for o in outcomes
+            ]
+        )
         with self._write() as conn:
+            won_set = {row[0] for row in conn.execute(FINISH_JOBS, (batch,))}
+            won = [o.lease.job_id for o in outcomes if o.lease.job_id in won_set]
             for o in outcomes:
-                row = conn.execute(
-                    FINISH_JOB,
-                    {
-                        "id": o.lease.job_id,
-                        "token": o.lease.token,
-                        "state": o.state.value,
-                        "delay": o.delay,
-                        "refund": 1 if o.refund else 0,
-                        "result": o.result,
-                        "error": o.error,
-                        "traceback": o.traceback,
-                        "worker_id": o.worker_id,
-                    },
-                ).fetchone()
-                if row is not None:
-                    won.append(row[0])
-                    if o.children:
-                        self._insert(conn, o.children)
+                if o.children and o.lease.job_id in won_set:
+                    self._insert(conn, o.children)
         if any(o.children or o.state is JobState.PENDING for o in outcomes):
             self._notify()
         return won
