@@ -14,6 +14,7 @@ the statement shapes to show what bounds the limit itself.
 from __future__ import annotations
 
 import argparse
+import json
 import sqlite3
 import sys
 import time
@@ -46,19 +47,24 @@ WHERE id IN (SELECT id FROM (SELECT * FROM (SELECT id, priority FROM conveyor_jo
              ORDER BY priority DESC, id LIMIT ?)) ORDER BY priority DESC, id LIMIT ?)
 RETURNING {COLUMNS}
 """
-SQLITE_FINISH_ROW = f"""
+SQLITE_FINISH = f"""
 UPDATE conveyor_jobs SET
-    state = CASE WHEN :state = 'pending' AND :delay > 0 THEN 'scheduled' ELSE :state END,
-    run_at = CASE WHEN :state = 'pending' THEN {NOW} + :delay ELSE run_at END,
-    finished_at = CASE WHEN :state IN ('completed','dead','cancelled') THEN {NOW} ELSE NULL END,
-    attempt = attempt - :refund,
-    result = :result,
-    errors = CASE WHEN :error IS NULL THEN errors ELSE json_insert(errors, '$[#]', json_object(
-        'attempt', attempt, 'at', {NOW}, 'error', :error, 'traceback', :traceback, 'worker_id', :worker_id)) END,
+    state = CASE WHEN o.state = 'pending' AND o.delay > 0 THEN 'scheduled' ELSE o.state END,
+    run_at = CASE WHEN o.state = 'pending' THEN {NOW} + o.delay ELSE run_at END,
+    finished_at = CASE WHEN o.state IN ('completed','dead','cancelled') THEN {NOW} ELSE NULL END,
+    attempt = attempt - o.refund,
+    result = o.result,
+    errors = CASE WHEN o.error IS NULL THEN errors ELSE json_insert(errors, '$[#]', json_object(
+        'attempt', attempt, 'at', {NOW}, 'error', o.error, 'traceback', o.traceback, 'worker_id', o.worker_id)) END,
     worker_id = NULL,
     lease_expires_at = NULL
-WHERE id = :id AND lease_token = :token AND state = 'running'
-RETURNING id
+FROM (SELECT json_extract(value, '$[0]') AS id, json_extract(value, '$[1]') AS token, json_extract(value, '$[2]') AS state,
+             json_extract(value, '$[3]') AS delay, json_extract(value, '$[4]') AS refund, json_extract(value, '$[5]') AS result,
+             json_extract(value, '$[6]') AS error, json_extract(value, '$[7]') AS traceback,
+             json_extract(value, '$[8]') AS worker_id
+      FROM json_each(?)) AS o
+WHERE conveyor_jobs.id = o.id AND conveyor_jobs.lease_token = o.token AND +conveyor_jobs.state = 'running'
+RETURNING conveyor_jobs.id
 """
 
 PG_STAGE = """
@@ -74,38 +80,31 @@ FROM (SELECT id FROM ((SELECT id, priority FROM conveyor_jobs WHERE state = 'pen
 WHERE j.id = picked.id
 RETURNING {PG_COLUMNS}
 """
-PG_FINISH_ROW = """
-UPDATE conveyor_jobs SET
-    state = CASE WHEN %(state)s::text = 'pending' AND %(delay)s::float8 > 0 THEN 'scheduled' ELSE %(state)s::text END,
-    run_at = CASE WHEN %(state)s::text = 'pending' THEN now() + make_interval(secs => %(delay)s::float8) ELSE run_at END,
-    finished_at = CASE WHEN %(state)s::text IN ('completed','dead','cancelled') THEN now() ELSE NULL END,
-    attempt = attempt - %(refund)s::int4,
-    result = %(result)s::jsonb,
-    errors = CASE WHEN %(error)s::text IS NULL THEN errors ELSE errors || jsonb_build_array(jsonb_build_object(
-        'attempt', attempt, 'at', extract(epoch FROM now()), 'error', %(error)s::text,
-        'traceback', %(traceback)s::text, 'worker_id', %(worker_id)s::text)) END,
+PG_FINISH = """
+UPDATE conveyor_jobs j SET
+    state = CASE WHEN o.state = 'pending' AND o.delay > 0 THEN 'scheduled' ELSE o.state END,
+    run_at = CASE WHEN o.state = 'pending' THEN now() + make_interval(secs => o.delay) ELSE j.run_at END,
+    finished_at = CASE WHEN o.state IN ('completed','dead','cancelled') THEN now() ELSE NULL END,
+    attempt = j.attempt - o.refund,
+    result = o.result::jsonb,
+    errors = CASE WHEN o.error IS NULL THEN j.errors ELSE j.errors || jsonb_build_array(jsonb_build_object(
+        'attempt', j.attempt, 'at', extract(epoch FROM now()), 'error', o.error,
+        'traceback', o.traceback, 'worker_id', o.worker_id)) END,
     worker_id = NULL,
     lease_expires_at = NULL
-WHERE id = %(id)s AND lease_token = %(token)s AND state = 'running'
-RETURNING id
+FROM unnest(%s::int8[], %s::int8[], %s::text[], %s::float8[], %s::int4[], %s::text[], %s::text[], %s::text[], %s::text[])
+     AS o(id, token, state, delay, refund, result, error, traceback, worker_id)
+WHERE j.id = o.id AND j.lease_token = o.token AND coalesce(j.state, '') = 'running'
+RETURNING j.id
 """
 
 WORKER = "bare-sql"
 LEASE = 15.0
 
 
-def completion(job_id: int, token: int) -> dict[str, Any]:
-    return {
-        "id": job_id,
-        "token": token,
-        "state": "completed",
-        "delay": 0.0,
-        "refund": 0,
-        "result": None,
-        "error": None,
-        "traceback": None,
-        "worker_id": WORKER,
-    }
+def completions(rows: Sequence[Sequence[Any]]) -> list[list[Any]]:
+    """One completed outcome per claimed row: id, lease token, state, delay, refund, result, error, traceback, worker."""
+    return [[r[0], r[12], "completed", 0.0, 0, None, None, None, WORKER] for r in rows]
 
 
 # -- SQLite ---------------------------------------------------------------------------------
@@ -127,8 +126,7 @@ def sqlite_loop(path: str, claim: int, finish: int) -> int:
                 return done
             for start in range(0, len(rows), finish):
                 conn.execute("BEGIN IMMEDIATE")
-                for r in rows[start : start + finish]:
-                    conn.execute(SQLITE_FINISH_ROW, completion(r[0], r[12])).fetchone()
+                conn.execute(SQLITE_FINISH, (json.dumps(completions(rows[start : start + finish])),)).fetchall()
                 conn.execute("COMMIT")
             done += len(rows)
     finally:
@@ -148,10 +146,10 @@ def postgres_loop(url: str, claim: int, finish: int) -> int:
             if not rows:
                 return done
             for start in range(0, len(rows), finish):
-                with conn.transaction(), conn.cursor() as cur:
-                    cur.executemany(
-                        PG_FINISH_ROW, [completion(r[0], r[12]) for r in rows[start : start + finish]], returning=True
-                    )
+                with conn.transaction():
+                    conn.execute(
+                        PG_FINISH, [list(column) for column in zip(*completions(rows[start : start + finish]))]
+                    ).fetchall()
             done += len(rows)
 
 
