@@ -221,8 +221,15 @@ def main() -> int:
         print("\ndemo: stopping (workers finish their running jobs first)...", flush=True)
         codes = stack.stop()
         receiver.shutdown()
-        print("demo: stopped " + ", ".join(f"{name} (exit {code})" for name, code in codes.items()), flush=True)
+        print("demo: stopped " + ", ".join(f"{name} ({exit_text(code)})" for name, code in codes.items()), flush=True)
     return 0
+
+
+def exit_text(code: int | None) -> str:
+    """uvicorn re-raises SIGTERM after its graceful shutdown, so -15 is a clean stop too."""
+    if code is not None and code < 0:
+        return f"stopped by {signal.Signals(-code).name}"
+    return f"exit {code}"
 
 
 def announce(stack: Stack, env: Mapping[str, str], receiver: WebhookReceiver) -> None:
