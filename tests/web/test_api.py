@@ -1,0 +1,178 @@
+"""The admin API over real HTTP on both backends: auth, listing, steering, audit, metrics, headers."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from conveyor import JobState
+from conveyor.testing import running_worker, wait_until
+from conveyor.web import create_app
+from tests.web.conftest import READ, WRITE, Server, serve
+
+ADMIN_ROUTES = [
+    ("GET", "/api/stats"),
+    ("GET", "/api/health"),
+    ("GET", "/api/jobs"),
+    ("GET", "/api/jobs/1"),
+    ("POST", "/api/jobs/1/retry"),
+    ("POST", "/api/jobs/1/cancel"),
+    ("DELETE", "/api/jobs/1"),
+    ("POST", "/api/dlq/retry"),
+    ("POST", "/api/dlq/purge"),
+    ("GET", "/api/workers"),
+    ("GET", "/api/audit"),
+    ("GET", "/metrics"),
+]
+
+
+def fail_some(server: Server, ok: int = 3, bad: int = 2) -> list[int]:
+    app = server.app
+    app.enqueue_many([("send_email", {"to": f"u{i}@example.com"}) for i in range(ok)])
+    dead = app.enqueue_many([("charge", {"order": f"o{i}", "fail": True}) for i in range(bad)])
+    with running_worker(app):
+        wait_until(lambda: app.count_jobs(state=[JobState.COMPLETED, JobState.DEAD]) == ok + bad, message="all jobs to finish")
+    return dead
+
+
+@pytest.mark.parametrize(("method", "path"), ADMIN_ROUTES)
+def test_every_admin_route_needs_a_token_and_changes_nothing(server: Server, method: str, path: str) -> None:
+    dead = fail_some(server, ok=0, bad=1)
+    for token in (None, "wrong-token-xyz"):
+        with server.client(token) as client:
+            response = client.request(method, path.replace("/1", f"/{dead[0]}"), json={"all": True})
+        assert response.status_code == 401
+        assert response.headers["www-authenticate"].startswith("Bearer")
+    assert server.app.get_job(dead[0]).state is JobState.DEAD
+    assert server.app.audit_log() == []
+
+
+def test_read_only_token_reads_but_cannot_steer(server: Server) -> None:
+    dead = fail_some(server, ok=1, bad=1)
+    with server.client(READ) as client:
+        assert client.get("/api/stats").status_code == 200
+        refused = client.post(f"/api/jobs/{dead[0]}/retry")
+    assert refused.status_code == 403 and "read-only" in refused.json()["detail"]
+    assert server.app.get_job(dead[0]).state is JobState.DEAD
+
+
+def test_list_filter_page_and_detail(server: Server) -> None:
+    dead = fail_some(server, ok=3, bad=2)
+    with server.client() as client:
+        page = client.get("/api/jobs", params={"limit": 2}).json()
+        assert len(page["jobs"]) == 2 and page["next_before_id"] == page["jobs"][-1]["id"]
+        rest = client.get("/api/jobs", params={"limit": 2, "before_id": page["next_before_id"]}).json()
+        assert [j["id"] for j in rest["jobs"]] == sorted({j for j in range(1, 6)} - {j["id"] for j in page["jobs"]}, reverse=True)[:2]
+        only_dead = client.get("/api/jobs", params=[("state", "dead"), ("queue", "billing")]).json()["jobs"]
+        assert sorted(j["id"] for j in only_dead) == sorted(dead)
+        by_type = client.get("/api/jobs", params={"type": "send_email"}).json()["jobs"]
+        assert len(by_type) == 3 and {j["state"] for j in by_type} == {"completed"}
+        detail = client.get(f"/api/jobs/{dead[0]}").json()
+        assert "card declined" in detail["errors"][0]["error"] and detail["errors"][0]["traceback"]
+        assert client.get("/api/jobs/999999").status_code == 404
+        stats = client.get("/api/stats").json()
+        assert stats["total"]["counts"]["dead"] == 2 and stats["total"]["completed"]["15m"] == 3
+        assert client.get("/api/dlq").json()["jobs"][0]["state"] == "dead"
+
+
+def test_invalid_filters_get_422_with_a_clear_message(server: Server) -> None:
+    with server.client() as client:
+        bad_state = client.get("/api/jobs", params={"state": "exploded"})
+        assert bad_state.status_code == 422
+        assert "state" in bad_state.text and "pending" in bad_state.text  # names the allowed values
+        assert client.get("/api/jobs", params={"limit": 0}).status_code == 422
+        assert client.get("/api/jobs", params={"created_after": "yesterday"}).status_code == 422
+        naive = client.get("/api/jobs", params={"created_after": "2024-01-01T00:00:00"})
+        assert naive.status_code == 422 and "timezone" in naive.text
+        assert client.get("/api/jobs", params={"colour": "red"}).status_code == 422
+        assert client.post("/api/dlq/retry", json={}).status_code == 422  # no scope: refuse, do not retry everything
+
+
+def test_retry_cancel_purge_and_the_audit_log(server: Server) -> None:
+    app = server.app
+    dead = fail_some(server, ok=1, bad=3)
+    waiting = app.enqueue("send_email", {"to": "later@example.com"}, delay=3600)
+    with server.client() as client:
+        assert client.post(f"/api/jobs/{dead[0]}/retry").json() == {"action": "retry", "count": 1}
+        assert client.post(f"/api/jobs/{waiting}/retry").status_code == 409
+        assert client.post(f"/api/jobs/{waiting}/cancel").status_code == 200
+        assert client.delete(f"/api/jobs/{waiting}").json()["count"] == 1
+        assert client.post("/api/dlq/purge", json={"ids": [dead[1]]}).json()["count"] == 1
+        assert client.post("/api/dlq/retry", json={"filter": {"queue": ["billing"]}}).json()["count"] == 1
+    assert app.get_job(dead[0]).state in (JobState.PENDING, JobState.RUNNING, JobState.DEAD)
+    assert app.count_jobs(ids=[dead[1], waiting]) == 0
+    log = app.audit_log()
+    assert [(e.actor, e.action) for e in reversed(log)] == [
+        ("admin", "job.retry"),
+        ("admin", "job.cancel"),
+        ("admin", "job.purge"),
+        ("admin", "dlq.purge"),
+        ("admin", "dlq.retry"),
+    ]
+    assert log[1].target == f"ids:{dead[1]}" and log[1].detail["count"] == 1
+
+
+def test_workers_workflows_metrics_and_health(server: Server) -> None:
+    app = server.app
+    app.enqueue_many([("send_email", {"n": 1}), ("send_email", {"n": 2})], workflow_id="wf-1")
+    with running_worker(app) as worker, server.client() as client:
+        wait_until(lambda: app.count_jobs(state=JobState.COMPLETED) == 2)
+        workers = client.get("/api/workers").json()
+        assert [w["worker"]["id"] for w in workers] == [worker.id] and workers[0]["live"] is True
+        metrics = client.get("/metrics")
+        assert metrics.status_code == 200 and metrics.headers["content-type"].startswith("text/plain")
+        assert 'conveyor_jobs{queue="email",state="completed",type="send_email"} 2.0' in metrics.text
+        assert 'conveyor_workers_live{queue="email"} 1.0' in metrics.text
+        assert client.get("/api/health").json()["status"] == "ok"
+    with server.client() as client:
+        flows = client.get("/api/workflows").json()
+        assert flows[0]["workflow_id"] == "wf-1" and flows[0]["states"] == {"completed": 2}
+        assert len(client.get("/api/workflows/wf-1").json()["jobs"]) == 2
+        assert client.get("/api/workflows/nope").status_code == 404
+
+
+def test_security_headers_and_openapi(server: Server) -> None:
+    with httpx.Client(base_url=server.url) as client:
+        for path in ("/login", "/api/stats", "/openapi.json"):
+            headers = client.get(path).headers
+            assert "frame-ancestors 'none'" in headers["content-security-policy"]
+            assert headers["x-content-type-options"] == "nosniff"
+        spec = client.get("/openapi.json").json()
+    assert "/api/jobs" in spec["paths"] and "/api/dlq/purge" in spec["paths"]
+    assert not any(p in spec["paths"] for p in ("/", "/login", "/jobs"))  # the dashboard stays out of the API doc
+
+
+def test_dashboard_login_cookie_and_csrf(server: Server) -> None:
+    dead = fail_some(server, ok=0, bad=1)
+    with httpx.Client(base_url=server.url) as browser:
+        first = browser.get("/dlq")
+        assert first.status_code == 303 and first.headers["location"].startswith("/login?next=")
+        assert browser.post("/login", data={"token": "nope-nope", "next": "/"}).status_code == 401
+        login = browser.post("/login", data={"token": WRITE, "next": "/dlq"})
+        assert login.status_code == 303 and login.headers["location"] == "/dlq"
+        cookie = login.headers["set-cookie"]
+        assert "HttpOnly" in cookie and "samesite=strict" in cookie.lower() and WRITE not in cookie
+        page = browser.get("/dlq")
+        assert page.status_code == 200 and f"#{dead[0]}" in page.text
+        # a form post without the CSRF value is refused and changes nothing
+        assert browser.post(f"/jobs/{dead[0]}/retry", data={}).status_code == 403
+        # the API through the cookie also wants the CSRF header
+        assert browser.post(f"/api/jobs/{dead[0]}/retry").status_code == 403
+        csrf = page.text.split('name="csrf" value="')[1].split('"')[0]
+        done = browser.post(f"/jobs/{dead[0]}/retry", data={"csrf": csrf, "next": "https://evil.example/"})
+        assert done.status_code == 303 and done.headers["location"] == "/"  # never redirected off-site
+    assert server.app.get_job(dead[0]).state is not JobState.DEAD
+    assert [(e.actor, e.action, e.detail.get("via")) for e in server.app.audit_log()] == [("admin", "job.retry", "dashboard")]
+
+
+def test_mounts_under_a_prefix_in_another_app(server: Server) -> None:
+    host = FastAPI()
+    host.mount("/ops/conveyor", create_app(server.app))
+    with serve(host) as url, httpx.Client(base_url=url) as browser:
+        assert browser.get("/ops/conveyor/api/stats", headers={"Authorization": f"Bearer {READ}"}).status_code == 200
+        login = browser.post("/ops/conveyor/login", data={"token": READ, "next": "/ops/conveyor/jobs"})
+        assert login.headers["location"] == "/ops/conveyor/jobs" and "Path=/ops/conveyor" in login.headers["set-cookie"]
+        page = browser.get("/ops/conveyor/jobs")
+        assert page.status_code == 200 and 'href="/ops/conveyor/static/conveyor.css"' in page.text
+        assert "Retry selected" not in page.text  # read-only: no steering controls
