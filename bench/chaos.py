@@ -57,7 +57,8 @@ def query(url: str, sql: str) -> list[tuple[Any, ...]]:
     import psycopg
 
     with psycopg.connect(url) as conn:
-        return conn.execute(sql).fetchall()
+        cur = conn.execute(sql)
+        return cur.fetchall() if cur.description else []
 
 
 def start_worker(env: dict[str, str], concurrency: int) -> subprocess.Popen[bytes]:

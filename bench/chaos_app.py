@@ -38,9 +38,8 @@ def connection() -> Any:
 
 def mark(sql_sqlite: str, sql_pg: str, args: tuple[Any, ...]) -> Any:
     conn = connection()
-    if isinstance(conn, sqlite3.Connection):
-        return conn.execute(sql_sqlite, args).fetchone()
-    return conn.execute(sql_pg, args).fetchone()
+    cur = conn.execute(sql_sqlite, args) if isinstance(conn, sqlite3.Connection) else conn.execute(sql_pg, args)
+    return cur.fetchone() if cur.description else None
 
 
 @app.job(max_attempts=25, backoff=0.05)

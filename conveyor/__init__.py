@@ -20,9 +20,16 @@ from conveyor.errors import (
 from conveyor.events import JobEvent
 from conveyor.job import Job, JobError, JobState, Priority
 from conveyor.outcome import Cancel, Snooze
+from conveyor.workflow import After, PendingJob, WorkflowStatus, chain, group, step
 from conveyor.retry import Exponential, Fixed
 
 __all__ = [
+    "After",
+    "PendingJob",
+    "WorkflowStatus",
+    "chain",
+    "group",
+    "step",
     "BackendError",
     "BackendUnavailable",
     "Cancel",

@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import threading
 import uuid
+from dataclasses import dataclass, replace
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
@@ -16,9 +17,10 @@ from conveyor.backends import from_url
 from conveyor.backends.base import Backend, JobFilter, NewJob, WorkerInfo
 from conveyor.backends.insights import AuditEntry, Insights, NewAuditEntry, PruneParams, SnapshotParams, WorkflowSummary, insights_for
 from conveyor.config import Settings
-from conveyor.errors import InvalidTransition, JobNotFound
+from conveyor.errors import InvalidTransition, JobNotFound, WorkflowError
 from conveyor.events import EventName, Events, JobEvent
 from conveyor.job import Job, JobState
+from conveyor.workflow import Flow, WorkflowStatus, collect, overall_state, topological
 from conveyor.options import resolve
 from conveyor.payload import encode
 from conveyor.registry import Registry
@@ -100,6 +102,7 @@ class Conveyor:
             unique_for=opts.unique_for,
             workflow_id=opts.workflow_id,
             parent_id=opts.parent_id,
+            depends_on=opts.depends_on,
         )
 
     def enqueue(self, job_type: str, payload: Any = None, *, connection: Any = None, **options: Any) -> int:
@@ -138,6 +141,40 @@ class Conveyor:
         rows = [self.new_job(item[0], item[1], {**options, **(item[2] if len(item) > 2 else {})}) for item in jobs]  # type: ignore[misc]
         inserted = await asyncio.to_thread(self.backend.jobs_insert, rows)
         return [i.id for i in inserted]
+
+    # -- workflows ----------------------------------------------------------------------
+
+    def enqueue_workflow(self, flow: Flow, *, workflow_id: str | None = None, connection: Any = None) -> WorkflowHandle:
+        """Store a whole graph of jobs in one transaction; cycles and unknown ids are refused.
+
+        >>> handle = app.enqueue_workflow(chain(step("charge", p), group(step("email", p), step("invoice", p))))
+        >>> app.workflow(handle.id).state
+        'running'
+        """
+        wf_id = workflow_id or new_workflow_id()
+        ordered = topological(collect(flow))
+        rows = []
+        for s, deps in ordered:
+            row = self.new_job(s.job_type, s.payload, {**s.options, "workflow_id": wf_id})
+            rows.append(replace(row, depends_on=deps))
+        inserted = self.backend.jobs_insert(rows, connection)
+        return WorkflowHandle(wf_id, {id(s): i.id for (s, _), i in zip(ordered, inserted)}, [i.id for i in inserted])
+
+    def workflow(self, workflow_id: str) -> WorkflowStatus:
+        """The workflow's jobs, edges and overall state (running, completed, failed, cancelled)."""
+        jobs = self.backend.workflow_jobs(workflow_id)
+        if not jobs:
+            raise WorkflowError(f"no workflow with id {workflow_id!r}")
+        edges = self.backend.job_edges([j.id for j in jobs])
+        return WorkflowStatus(workflow_id, overall_state(j.state.value for j in jobs), tuple(jobs), tuple(edges))
+
+    def cancel_workflow(self, workflow_id: str) -> int:
+        """Cancel every job of the workflow that has not started; running jobs finish."""
+        return self.backend.jobs_cancel(JobFilter(workflow_id=workflow_id))
+
+    def retry_workflow(self, workflow_id: str) -> int:
+        """Retry a failed workflow from its dead jobs; what they cancelled waits for them again."""
+        return self.backend.workflow_retry(workflow_id)
 
     # -- reading ------------------------------------------------------------------------
 
@@ -303,5 +340,17 @@ def as_tuple(value: Any) -> tuple[Any, ...]:
 
 def new_workflow_id() -> str:
     return uuid.uuid4().hex
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowHandle:
+    """What ``enqueue_workflow`` stored: the workflow id and each step's job id."""
+
+    id: str
+    by_step: dict[int, int]
+    job_ids: list[int]
+
+    def job_id(self, step: object) -> int:
+        return self.by_step[id(step)]
 
 

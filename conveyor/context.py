@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from conveyor.backends.base import Lease, NewJob
 from conveyor.job import Job
+from conveyor.workflow import PendingJob
 
 if TYPE_CHECKING:
     from conveyor.app import Conveyor
@@ -54,15 +55,24 @@ class JobContext:
     def workflow_id(self) -> str | None:
         return self.job.workflow_id
 
-    def enqueue(self, job_type: str, payload: Any = None, **options: Any) -> None:
+    def enqueue(self, job_type: str, payload: Any = None, **options: Any) -> PendingJob:
         """Enqueue a follow-up job, stored only if this run completes (same transaction).
 
         It joins this job's workflow with this job as its parent. The payload is validated
-        now, so a bad one fails this run rather than vanishing later.
+        now, so a bad one fails this run rather than vanishing later. The returned reference
+        can be named in a later ``depends_on`` (fan-in over jobs enqueued in this run).
         """
         options.setdefault("workflow_id", self.job.workflow_id)
         options.setdefault("parent_id", self.job.id)
         self.children.append(self.app.new_job(job_type, payload, options))
+        return PendingJob(len(self.children) - 1)
+
+    def parent_results(self) -> dict[int, Any]:
+        """Results of the jobs this one depended on, by job id (fan-in callbacks read them here)."""
+        return {pid: result for pid, _type, _state, result in self.app.backend.parent_results(self.job.id)}
+
+    async def aparent_results(self) -> dict[int, Any]:
+        return await asyncio.to_thread(self.parent_results)
 
     def progress(self, value: Any) -> None:
         """Record progress (any JSON value); written with the next lease renewal."""

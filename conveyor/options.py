@@ -6,9 +6,11 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, TypedDict
 
-from conveyor.errors import OptionError
+from conveyor.backends.base import Dependency
+from conveyor.errors import OptionError, WorkflowError
 from conveyor.retry import Backoff, BackoffSpec, make_backoff
 from conveyor.timeutil import seconds, to_epoch
+from conveyor.workflow import dependencies
 
 DEFAULT_QUEUE = "default"
 
@@ -53,6 +55,8 @@ class EnqueueOptions(TypedDict, total=False):
     unique_for: float | timedelta
     workflow_id: str
     parent_id: int
+    depends_on: list[Any]  # job ids, ctx.enqueue's PendingJob refs, or After(ref, on_failure=...)
+    on_failure: str  # for every edge of depends_on: "cancel" (default) or "continue"
 
 
 ENQUEUE_KEYS = frozenset(EnqueueOptions.__annotations__)
@@ -73,6 +77,7 @@ class Resolved:
     unique_for: float | None
     workflow_id: str | None
     parent_id: int | None
+    depends_on: tuple[Dependency, ...]
 
 
 def resolve(defaults: JobOptions, overrides: EnqueueOptions | dict[str, Any]) -> Resolved:
@@ -110,6 +115,15 @@ def resolve(defaults: JobOptions, overrides: EnqueueOptions | dict[str, Any]) ->
     key = overrides.get("idempotency_key")
     if key is not None and (not isinstance(key, str) or not key or len(key) > 255):
         raise OptionError("idempotency_key", "must be a non-empty string of at most 255 characters")
+    depends_on: tuple[Dependency, ...] = ()
+    if overrides.get("depends_on"):
+        on_failure = overrides.get("on_failure", "cancel")
+        if on_failure not in ("cancel", "continue"):
+            raise OptionError("on_failure", f"must be 'cancel' or 'continue', not {on_failure!r}")
+        try:
+            depends_on = dependencies(overrides["depends_on"], on_failure)
+        except WorkflowError as exc:
+            raise OptionError("depends_on", str(exc)) from None
     return Resolved(
         queue=opts.queue,
         priority=opts.priority,
@@ -122,6 +136,7 @@ def resolve(defaults: JobOptions, overrides: EnqueueOptions | dict[str, Any]) ->
         unique_for=unique_for,
         workflow_id=overrides.get("workflow_id"),
         parent_id=overrides.get("parent_id"),
+        depends_on=depends_on,
     )
 
 

@@ -11,9 +11,24 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 from typing import Any, Protocol
 
+from conveyor.errors import WorkflowError
 from conveyor.job import Job, JobState
+
+
+FINAL = frozenset({JobState.COMPLETED, JobState.DEAD, JobState.CANCELLED})
+"""Outcome states that end a job, and so may wake or cancel its dependents."""
+
+
+@dataclass(frozen=True, slots=True)
+class Dependency:
+    """An edge to wait on: an existing ``job_id``, or row ``local`` of the same insert batch."""
+
+    job_id: int | None = None
+    local: int | None = None
+    continue_on_failure: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +48,7 @@ class NewJob:
     unique_for: float | None = None  # None with a key: unique while the row exists
     workflow_id: str | None = None
     parent_id: int | None = None
+    depends_on: tuple[Dependency, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,10 +69,89 @@ class Lease:
 
 @dataclass(frozen=True, slots=True)
 class ClaimParams:
+    """``limits``, ``types`` and ``aging`` (flow control) are empty on the common path, which
+    then stays one statement; any of them takes the flow-controlled claim instead."""
+
     worker_id: str
     queues: tuple[str, ...]
     limit: int
     lease_seconds: float
+    limits: tuple[ClaimLimit, ...] = ()  # rate and concurrency limits, counted in the claim's transaction
+    types: tuple[str, ...] = ()  # claim only these job types (a batch handler topping up its batch)
+    aging: tuple[tuple[str, float], ...] = ()  # (queue, seconds): jobs due longer than that come first
+
+
+class LimitKind(StrEnum):
+    RATE = "rate"  # at most ``count`` starts in any ``per`` seconds
+    RUNNING = "running"  # at most ``count`` running at once
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimLimit:
+    """A limit every claim enforces across all workers, over the jobs of ``types`` or of ``queue``.
+
+    ``key`` names its budget: rate limits log their starts under it; on PostgreSQL claims
+    touching the same key are serialised by an advisory lock on it.
+    """
+
+    key: str
+    kind: LimitKind
+    count: int
+    per: float = 0.0
+    types: tuple[str, ...] = ()
+    queue: str | None = None
+
+    def covers(self, job_type: str, queue: str) -> bool:
+        return job_type in self.types if self.queue is None else queue == self.queue
+
+
+@dataclass(frozen=True, slots=True)
+class NewSchedule:
+    """A declared schedule as written by a sync; ``next_fire_at`` is used when the row is new
+    or its expression or timezone changed (otherwise the stored one stands)."""
+
+    name: str
+    expression: str
+    tz: str
+    job_type: str
+    payload: str  # JSON text
+    options: str  # JSON text: enqueue options for the jobs it fires
+    missed: str
+    next_fire_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    """A schedule row: ``enabled`` while declared in the app's code, ``paused`` by an operator."""
+
+    name: str
+    expression: str
+    tz: str
+    job_type: str
+    payload: Any
+    options: dict[str, Any]
+    missed: str
+    enabled: bool
+    paused: bool
+    next_fire_at: datetime
+    last_fire_at: datetime | None = None
+    last_job_id: int | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.enabled and not self.paused
+
+
+@dataclass(frozen=True, slots=True)
+class FireParams:
+    """Move schedule ``name`` from ``expected`` to ``next_fire_at`` and insert ``jobs``, only if no
+    other worker moved it first (compare-and-set): each fire is enqueued once."""
+
+    name: str
+    expected: datetime
+    next_fire_at: datetime
+    jobs: tuple[NewJob, ...]
+    fired_at: datetime | None = None  # the latest fire time enqueued
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +234,19 @@ class Backend(Protocol):
     def jobs_cancel(self, where: JobFilter) -> int: ...
     def jobs_purge(self, where: JobFilter) -> int: ...
 
+    # workflows
+    def workflow_jobs(self, workflow_id: str, limit: int = 100_000) -> list[Job]: ...
+    def job_edges(self, job_ids: Sequence[int]) -> list[tuple[int, int, bool]]: ...
+    def parent_results(self, job_id: int) -> list[tuple[int, str, str, Any]]: ...
+    def workflow_retry(self, workflow_id: str) -> int: ...
+
+    # schedules (cron) and flow control
+    def schedules_sync(self, schedules: Sequence[NewSchedule], replace: bool) -> None: ...
+    def schedules_list(self) -> list[Schedule]: ...
+    def schedules_due(self) -> tuple[datetime, list[Schedule]]: ...
+    def schedule_fire(self, params: FireParams) -> list[int] | None: ...
+    def schedule_set(self, name: str, paused: bool, next_fire_at: datetime | None = None) -> bool: ...
+
     # workers
     def workers_heartbeat(self, info: WorkerInfo) -> None: ...
     def workers_remove(self, worker_id: str) -> None: ...
@@ -146,6 +254,35 @@ class Backend(Protocol):
 
     # waking idle workers: ``callback`` is called, from any thread, when jobs may be due
     def listen(self, callback: Callable[[], None]) -> Callable[[], None]: ...
+
+
+def dependency_ids(job: NewJob, earlier: Sequence[Inserted]) -> list[int]:
+    """The job ids ``job`` waits for, with references to earlier rows of its batch resolved."""
+    ids: list[int] = []
+    for dep in job.depends_on:
+        if dep.job_id is not None:
+            ids.append(dep.job_id)
+        elif dep.local is not None and 0 <= dep.local < len(earlier):
+            ids.append(earlier[dep.local].id)
+        else:
+            raise WorkflowError(f"job {job.type!r} depends on row {dep.local} of its batch, which is not an earlier row")
+    return ids
+
+
+def initial_state(job: NewJob, parents: Sequence[int], states: dict[int, str]) -> str | None:
+    """'waiting', 'cancelled' or None (normal) for a new job, from its parents' states."""
+    missing = sorted(set(parents) - set(states))
+    if missing:
+        raise WorkflowError(f"job {job.type!r} depends on unknown job ids {missing[:10]}")
+    waiting = False
+    for dep, parent in zip(job.depends_on, parents):
+        state = states[parent]
+        if state in ("dead", "cancelled"):
+            if not dep.continue_on_failure:
+                return "cancelled"
+        elif state != "completed":
+            waiting = True
+    return "waiting" if waiting else None
 
 
 JOB_COLUMNS = (

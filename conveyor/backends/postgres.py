@@ -6,6 +6,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -14,7 +15,11 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
 from conveyor.backends import migrate
+from conveyor.backends import postgres_graph as graph
 from conveyor.backends.base import (
+    FINAL,
+    dependency_ids,
+    initial_state,
     JOB_COLUMNS,
     ClaimParams,
     Inserted,
@@ -37,16 +42,17 @@ J_COLUMNS = ", ".join(f"j.{c.strip()}" for c in JOB_COLUMNS.split(","))
 INSERT_JOBS = """
 INSERT INTO conveyor_jobs (type, queue, state, payload, priority, max_attempts, run_at, created_at,
                            timeout, backoff, unique_key, unique_until, workflow_id, parent_id)
-SELECT r.type, r.queue, CASE WHEN r.at > now() THEN 'scheduled' ELSE 'pending' END, r.payload::jsonb,
+SELECT r.type, r.queue,
+       CASE WHEN r.initial IS NOT NULL THEN r.initial WHEN r.at > now() THEN 'scheduled' ELSE 'pending' END, r.payload::jsonb,
        r.priority, r.max_attempts, r.at, now(), r.timeout, r.backoff, r.unique_key,
        CASE WHEN r.unique_for IS NULL THEN NULL ELSE now() + make_interval(secs => r.unique_for) END,
        r.workflow_id, r.parent_id
 FROM (
     SELECT u.*, coalesce(to_timestamp(u.run_at), now() + make_interval(secs => u.delay)) AS at
     FROM unnest(%s::text[], %s::text[], %s::text[], %s::int4[], %s::int4[], %s::float8[], %s::float8[],
-                %s::float8[], %s::text[], %s::text[], %s::float8[], %s::text[], %s::int8[])
+                %s::float8[], %s::text[], %s::text[], %s::float8[], %s::text[], %s::int8[], %s::text[])
          WITH ORDINALITY AS u(type, queue, payload, priority, max_attempts, delay, run_at,
-                              timeout, backoff, unique_key, unique_for, workflow_id, parent_id, ord)
+                              timeout, backoff, unique_key, unique_for, workflow_id, parent_id, initial, ord)
 ) AS r
 ORDER BY r.ord
 ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING
@@ -203,6 +209,29 @@ class PostgresBackend:
             return self._insert(conn, jobs)
 
     def _insert(self, conn: psycopg.Connection[Any], jobs: Sequence[NewJob]) -> list[Inserted]:
+        """Bulk-insert runs of independent jobs; a job with dependencies goes alone, after its parents."""
+        if not any(j.depends_on for j in jobs):
+            return self._insert_bulk(conn, jobs)
+        out: list[Inserted] = []
+        run: list[NewJob] = []
+        for job in jobs:
+            if not job.depends_on:
+                run.append(job)
+                continue
+            if run:
+                out += self._insert_bulk(conn, run)
+                run = []
+            parents = dependency_ids(job, out)
+            initial = initial_state(job, parents, graph.parent_states(conn, parents))
+            (inserted,) = self._insert_bulk(conn, [job], initial)
+            if not inserted.existing:
+                graph.add_edges(conn, inserted.id, job, parents, initial)
+            out.append(inserted)
+        if run:
+            out += self._insert_bulk(conn, run)
+        return out
+
+    def _insert_bulk(self, conn: psycopg.Connection[Any], jobs: Sequence[NewJob], initial: str | None = None) -> list[Inserted]:
         keys = [j.unique_key for j in jobs if j.unique_key is not None]
         if keys:
             conn.execute(
@@ -224,6 +253,7 @@ class PostgresBackend:
                 [j.unique_for for j in jobs],
                 [j.workflow_id for j in jobs],
                 [j.parent_id for j in jobs],
+                [initial] * len(jobs),
             ),
         ).fetchall()
         ready_queues = sorted({r[3] for r in rows if r[2] == "pending"})
@@ -315,12 +345,22 @@ class PostgresBackend:
                     ),
                 )
             }
-            children = [c for o in outcomes if o.lease.job_id in won_set for c in o.children]
-            if children:
-                self._insert(conn, children)
-            if any(o.state is JobState.PENDING and o.delay <= 0 for o in outcomes):
+            for o in outcomes:
+                if o.children and o.lease.job_id in won_set:
+                    self._adopt(conn, o)
+            woke = graph.resolve(conn, [o.lease.job_id for o in outcomes if o.lease.job_id in won_set and o.state in FINAL])
+            if woke or any(o.state is JobState.PENDING and o.delay <= 0 for o in outcomes):
                 conn.execute("SELECT pg_notify(%s, '')", (CHANNEL,))
         return [o.lease.job_id for o in outcomes if o.lease.job_id in won_set]
+
+    def _adopt(self, conn: psycopg.Connection[Any], o: Outcome) -> None:
+        """Insert a completed run's children; a parent outside any workflow starts one named after itself."""
+        children = o.children
+        if any(c.workflow_id is None for c in children):
+            root = str(o.lease.job_id)
+            conn.execute("UPDATE conveyor_jobs SET workflow_id = %s WHERE id = %s AND workflow_id IS NULL", (root, o.lease.job_id))
+            children = tuple(replace(c, workflow_id=root) if c.workflow_id is None else c for c in children)
+        self._insert(conn, children)
 
     def leases_renew(self, leases: Sequence[Lease], seconds: float) -> list[int]:
         if not leases:
@@ -351,7 +391,8 @@ class PostgresBackend:
     def jobs_rescue(self, limit: int = 1000) -> list[int]:
         with self._conn() as conn:
             rows = conn.execute(RESCUE, (limit,)).fetchall()
-            if any(r[1] == "pending" for r in rows):
+            woke = graph.resolve(conn, [r[0] for r in rows if r[1] == "dead"])
+            if woke or any(r[1] == "pending" for r in rows):
                 conn.execute("SELECT pg_notify(%s, '')", (CHANNEL,))
         return [r[0] for r in rows]
 
@@ -422,12 +463,15 @@ class PostgresBackend:
     def jobs_cancel(self, where: JobFilter) -> int:
         clause, args = self._where(where)
         with self._conn() as conn:
-            return conn.execute(
+            ids = [r[0] for r in conn.execute(
                 "UPDATE conveyor_jobs SET state = 'cancelled', finished_at = now(), "
                 "errors = errors || jsonb_build_array(jsonb_build_object('attempt', attempt, 'at', extract(epoch FROM now()), "
-                f"'error', 'cancelled')) WHERE {clause} AND state IN ('waiting', 'scheduled', 'pending')",
+                f"'error', 'cancelled')) WHERE {clause} AND state IN ('waiting', 'scheduled', 'pending') RETURNING id",
                 args,
-            ).rowcount
+            ).fetchall()]
+            if graph.resolve(conn, ids):
+                conn.execute("SELECT pg_notify(%s, '')", (CHANNEL,))
+        return len(ids)
 
     def jobs_purge(self, where: JobFilter) -> int:
         clause, args = self._where(where)
@@ -463,6 +507,29 @@ class PostgresBackend:
             parts.append("created_at < %s")
             args.append(f.created_before)
         return " AND ".join(parts), args
+
+    # -- workflows ----------------------------------------------------------------------
+
+    def workflow_jobs(self, workflow_id: str, limit: int = 100_000) -> list[Job]:
+        with self._conn() as conn:
+            rows = conn.execute(
+                f"SELECT {JOB_COLUMNS} FROM conveyor_jobs WHERE workflow_id = %s ORDER BY id LIMIT %s", (workflow_id, limit)
+            ).fetchall()
+        return [self._job(r) for r in rows]
+
+    def job_edges(self, job_ids: Sequence[int]) -> list[tuple[int, int, bool]]:
+        with self._conn() as conn:
+            return graph.edges(conn, job_ids)
+
+    def parent_results(self, job_id: int) -> list[tuple[int, str, str, Any]]:
+        with self._conn() as conn:
+            return graph.parent_results(conn, job_id)
+
+    def workflow_retry(self, workflow_id: str) -> int:
+        with self._conn() as conn:
+            count = graph.retry_workflow(conn, workflow_id)
+            conn.execute("SELECT pg_notify(%s, '')", (CHANNEL,))
+        return count
 
     # -- workers ------------------------------------------------------------------------
 

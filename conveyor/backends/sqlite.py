@@ -10,11 +10,16 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
+from dataclasses import replace
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from conveyor.backends import migrate
+from conveyor.backends import sqlite_graph as graph
 from conveyor.backends.base import (
+    FINAL,
+    dependency_ids,
+    initial_state,
     JOB_COLUMNS,
     ClaimParams,
     Inserted,
@@ -37,7 +42,7 @@ INSERT_JOB = f"""
 INSERT INTO conveyor_jobs (type, queue, state, payload, priority, max_attempts, run_at, created_at,
                            timeout, backoff, unique_key, unique_until, workflow_id, parent_id)
 SELECT :type, :queue,
-       CASE WHEN r.at > {NOW} THEN 'scheduled' ELSE 'pending' END,
+       CASE WHEN :initial IS NOT NULL THEN :initial WHEN r.at > {NOW} THEN 'scheduled' ELSE 'pending' END,
        :payload, :priority, :max_attempts, r.at, {NOW}, :timeout, :backoff, :unique_key,
        CASE WHEN :unique_for IS NULL THEN NULL ELSE {NOW} + :unique_for END,
        :workflow_id, :parent_id
@@ -87,7 +92,7 @@ UPDATE conveyor_jobs SET
     worker_id = NULL,
     lease_expires_at = NULL
 WHERE id IN (SELECT id FROM conveyor_jobs WHERE state = 'running' AND lease_expires_at <= {NOW} LIMIT ?)
-RETURNING id
+RETURNING id, state
 """
 
 
@@ -238,6 +243,11 @@ class SQLiteBackend:
         for job in jobs:
             if job.unique_key is not None:
                 conn.execute(RELEASE_EXPIRED_UNIQUE, (job.unique_key,))
+            parents: list[int] = []
+            initial = None
+            if job.depends_on:
+                parents = dependency_ids(job, out)
+                initial = initial_state(job, parents, graph.parent_states(conn, parents))
             row = conn.execute(
                 INSERT_JOB,
                 {
@@ -254,6 +264,7 @@ class SQLiteBackend:
                     "unique_for": job.unique_for,
                     "workflow_id": job.workflow_id,
                     "parent_id": job.parent_id,
+                    "initial": initial,
                 },
             ).fetchone()
             if row is None:  # deduplicated by its unique key
@@ -261,6 +272,8 @@ class SQLiteBackend:
                 out.append(Inserted(existing[0], existing=True))
             else:
                 out.append(Inserted(row[0]))
+                if job.depends_on:
+                    graph.add_edges(conn, row[0], job, parents, initial)
         return out
 
     # -- the life of a run --------------------------------------------------------------
@@ -311,10 +324,20 @@ class SQLiteBackend:
             won = [o.lease.job_id for o in outcomes if o.lease.job_id in won_set]
             for o in outcomes:
                 if o.children and o.lease.job_id in won_set:
-                    self._insert(conn, o.children)
-        if any(o.children or o.state is JobState.PENDING for o in outcomes):
+                    self._adopt(conn, o)
+            woke = graph.resolve(conn, [o.lease.job_id for o in outcomes if o.lease.job_id in won_set and o.state in FINAL])
+        if woke or any(o.children or o.state is JobState.PENDING for o in outcomes):
             self._notify()
         return won
+
+    def _adopt(self, conn: sqlite3.Connection, o: Outcome) -> None:
+        """Insert a completed run's children; a parent outside any workflow starts one named after itself."""
+        children = o.children
+        if any(c.workflow_id is None for c in children):
+            root = str(o.lease.job_id)
+            conn.execute("UPDATE conveyor_jobs SET workflow_id = ? WHERE id = ? AND workflow_id IS NULL", (root, o.lease.job_id))
+            children = tuple(replace(c, workflow_id=root) if c.workflow_id is None else c for c in children)
+        self._insert(conn, children)
 
     def leases_renew(self, leases: Sequence[Lease], seconds: float) -> list[int]:
         held: list[int] = []
@@ -344,7 +367,9 @@ class SQLiteBackend:
 
     def jobs_rescue(self, limit: int = 1000) -> list[int]:
         with self._write() as conn:
-            ids = [r[0] for r in conn.execute(RESCUE, (limit,)).fetchall()]
+            rows = conn.execute(RESCUE, (limit,)).fetchall()
+            graph.resolve(conn, [r[0] for r in rows if r[1] == "dead"])
+            ids = [r[0] for r in rows]
         if ids:
             self._notify()
         return ids
@@ -410,12 +435,14 @@ class SQLiteBackend:
     def jobs_cancel(self, where: JobFilter) -> int:
         clause, args = self._where(where)
         with self._write() as conn:
-            return conn.execute(
+            ids = [r[0] for r in conn.execute(
                 f"UPDATE conveyor_jobs SET state = 'cancelled', finished_at = {NOW}, "
                 f"errors = json_insert(errors, '$[#]', json_object('attempt', attempt, 'at', {NOW}, 'error', 'cancelled')) "
-                f"WHERE {clause} AND state IN ('waiting', 'scheduled', 'pending')",
+                f"WHERE {clause} AND state IN ('waiting', 'scheduled', 'pending') RETURNING id",
                 args,
-            ).rowcount
+            ).fetchall()]
+            graph.resolve(conn, ids)
+        return len(ids)
 
     def jobs_purge(self, where: JobFilter) -> int:
         clause, args = self._where(where)
@@ -445,6 +472,26 @@ class SQLiteBackend:
             parts.append("created_at < ?")
             args.append(to_epoch(f.created_before))
         return " AND ".join(parts), args
+
+    # -- workflows ----------------------------------------------------------------------
+
+    def workflow_jobs(self, workflow_id: str, limit: int = 100_000) -> list[Job]:
+        rows = self.conn.execute(
+            f"SELECT {JOB_COLUMNS} FROM conveyor_jobs WHERE workflow_id = ? ORDER BY id LIMIT ?", (workflow_id, limit)
+        ).fetchall()
+        return [self._job(r) for r in rows]
+
+    def job_edges(self, job_ids: Sequence[int]) -> list[tuple[int, int, bool]]:
+        return graph.edges(self.conn, job_ids)
+
+    def parent_results(self, job_id: int) -> list[tuple[int, str, str, Any]]:
+        return graph.parent_results(self.conn, job_id)
+
+    def workflow_retry(self, workflow_id: str) -> int:
+        with self._write() as conn:
+            count = graph.retry_workflow(conn, workflow_id)
+        self._notify()
+        return count
 
     # -- workers ------------------------------------------------------------------------
 
