@@ -3,15 +3,14 @@
 Run the workers with ``conveyor worker examples.shop.jobs:app --processes 2``; ``app`` is
 built from the environment (see ShopConfig) on first access, not at import.
 
-The graph of one order, all in the order's workflow::
+The graph of one order, enqueued in the order's own transaction, all in its workflow::
 
     send_order_confirmation (HIGH) ─┬─► generate_invoice ─┬─► deliver_webhook order.completed (one per endpoint)
                                     └─► sync_inventory  ──┘
     send_followup_email (24 h later)
 
-The confirmation enqueues its two children with ``ctx.enqueue`` (committed with its own
-completion); whichever of invoice and inventory finishes second marks the order fulfilled
-and enqueues the webhook deliveries in that same transaction.
+Invoice and inventory wait (``depends_on``) for the confirmation; each webhook delivery waits
+for both. Whichever of invoice and inventory finishes second marks the order fulfilled.
 """
 
 from __future__ import annotations
@@ -48,7 +47,6 @@ class WebhookEvent(BaseModel):
     event_id: str
     event_type: str
     order_id: str
-    occurred_at: datetime
 
 
 class ReportDay(BaseModel):
@@ -70,15 +68,22 @@ class Pipeline:
         self.faults = Faults({"email": config.email_failure_rate, "pdf": config.pdf_failure_rate})
 
     def start(self, tx: Tx, order: Order) -> list[int]:
-        """Enqueue the order's jobs inside the order's own transaction."""
-        workflow = {"workflow_id": order.workflow_id or order.id}
-        return self.app.enqueue_many(
-            [
-                ("send_order_confirmation", {"order_id": order.id}, {"priority": Priority.HIGH, **workflow}),
-                ("send_followup_email", {"order_id": order.id}, {"delay": self.config.followup_delay, **workflow}),
-            ],
-            connection=tx.connection,
-        )
+        """Enqueue the order's whole job graph inside the order's own transaction."""
+        c, w = tx.connection, {"workflow_id": order.workflow_id or order.id}
+        ref = {"order_id": order.id}
+        confirm = self.app.enqueue("send_order_confirmation", ref, connection=c, priority=Priority.HIGH, **w)
+        invoice = self.app.enqueue("generate_invoice", ref, connection=c, depends_on=[confirm], **w)
+        stock = self.app.enqueue("sync_inventory", ref, connection=c, depends_on=[confirm], **w)
+        hooks = [
+            self.app.enqueue(
+                "deliver_webhook",
+                {"endpoint_id": e.id, "event_id": "msg_" + secrets.token_hex(12), "event_type": ORDER_COMPLETED, "order_id": order.id},
+                connection=c, depends_on=[invoice, stock], idempotency_key=f"{ORDER_COMPLETED}:{order.id}:{e.id}", **w,
+            )
+            for e in self.db.endpoints(tx)
+        ]
+        followup = self.app.enqueue("send_followup_email", ref, connection=c, delay=self.config.followup_delay, **w)
+        return [confirm, invoice, stock, *hooks, followup]
 
     def order(self, order_id: str) -> Order:
         order = self.db.order(order_id)
@@ -91,8 +96,6 @@ class Pipeline:
     def send_order_confirmation(self, p: OrderRef, ctx: JobContext) -> dict[str, Any]:
         order = self.order(p.order_id)
         message_id = ctx.once("smtp", self._send, "email", mail.confirmation(order), ctx.attempt)
-        ctx.enqueue("generate_invoice", {"order_id": order.id})
-        ctx.enqueue("sync_inventory", {"order_id": order.id})
         return {"message_id": message_id, "to": order.email}
 
     def send_followup_email(self, p: OrderRef, ctx: JobContext) -> dict[str, Any]:
@@ -125,22 +128,8 @@ class Pipeline:
     def _fulfil_if_done(self, tx: Tx, order: Order) -> None:
         """Called under the order's row lock by invoice and inventory: the second one fulfils it."""
         current = self.db.order(order.id, tx)
-        if current is None or current.invoiced_at is None or not self.db.inventory_applied(tx, order.id):
-            return
-        now = datetime.now(UTC)
-        if not self.db.mark_fulfilled(tx, order.id, now):
-            return
-        jobs = [
-            (
-                "deliver_webhook",
-                {"endpoint_id": e.id, "event_id": "msg_" + secrets.token_hex(12), "event_type": ORDER_COMPLETED,
-                 "order_id": order.id, "occurred_at": now},
-                {"workflow_id": order.workflow_id or order.id, "idempotency_key": f"{ORDER_COMPLETED}:{order.id}:{e.id}"},
-            )
-            for e in self.db.endpoints(tx)
-        ]
-        if jobs:
-            self.app.enqueue_many(jobs, connection=tx.connection)
+        if current is not None and current.invoiced_at is not None and self.db.inventory_applied(tx, order.id):
+            self.db.mark_fulfilled(tx, order.id, datetime.now(UTC))
 
     def deliver_webhook(self, p: WebhookEvent, ctx: JobContext) -> dict[str, Any] | Cancel:
         endpoint = self.db.endpoint(p.endpoint_id)
@@ -149,7 +138,7 @@ class Pipeline:
         order = self.order(p.order_id)
         body = {
             "type": p.event_type,
-            "timestamp": p.occurred_at.isoformat(),
+            "timestamp": (order.fulfilled_at or datetime.now(UTC)).isoformat(),
             "data": {
                 "order_id": order.id,
                 "user_id": order.user_id,

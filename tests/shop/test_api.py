@@ -52,7 +52,7 @@ def test_unknown_product_and_short_stock_are_conflicts(client: httpx.Client, sho
     assert client.post("/orders", json=order(items=[{"product_id": "prod-3", "quantity": 20}])).status_code == 201
     again = client.post("/orders", json=order(items=[{"product_id": "prod-3", "quantity": 6}]))
     assert again.status_code == 409 and again.json()["items"][0]["available"] == 5  # reserved by the paid order
-    assert shop.app.count_jobs() == 2
+    assert shop.app.count_jobs() == 4
 
 
 def test_declined_card_is_402_and_leaves_no_jobs(client: httpx.Client, shop: Shop) -> None:
@@ -82,9 +82,12 @@ def test_order_and_its_jobs_commit_together(client: httpx.Client, shop: Shop) ->
 
     view = client.get(f"/orders/{body['id']}").json()
     jobs = {j["type"]: j for j in view["jobs"]}
-    assert set(jobs) == {"send_order_confirmation", "send_followup_email"}
-    assert jobs["send_order_confirmation"]["state"] == "pending"
-    assert jobs["send_followup_email"]["state"] == "scheduled"
+    assert {t: j["state"] for t, j in jobs.items()} == {
+        "send_order_confirmation": "pending",
+        "generate_invoice": "waiting",  # depends on the confirmation
+        "sync_inventory": "waiting",
+        "send_followup_email": "scheduled",
+    }
     confirmation = shop.app.get_job(jobs["send_order_confirmation"]["id"])
     followup = shop.app.get_job(jobs["send_followup_email"]["id"])
     assert confirmation.priority == Priority.HIGH and confirmation.queue == "email"
@@ -120,6 +123,6 @@ def test_admin_dashboard_is_mounted_behind_its_token(
     assert client.get("/admin/api/jobs").status_code == 401
     jobs = client.get("/admin/api/jobs", params={"workflow_id": order_id}, headers={"authorization": "Bearer demo-token-123456"})
     assert jobs.status_code == 200, jobs.text
-    assert {j["type"] for j in jobs.json()["jobs"]} == {"send_order_confirmation", "send_followup_email"}
+    assert {j["type"] for j in jobs.json()["jobs"]} == {"send_order_confirmation", "generate_invoice", "sync_inventory", "send_followup_email"}
     page = client.get("/admin/", follow_redirects=False)
     assert page.status_code == 303 and "/admin/login" in page.headers["location"]
