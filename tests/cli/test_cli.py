@@ -1,0 +1,108 @@
+"""The real ``conveyor`` command in subprocesses, against a database on both backends."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conveyor import Conveyor, JobState
+from conveyor.testing import running_worker, wait_until
+
+CONVEYOR = str(Path(sys.executable).parent / "conveyor")
+ROOT = Path(__file__).resolve().parents[2]
+APP = "tests.cli.cliapp:app"
+
+
+def run(database_url: str, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "CONVEYOR_DATABASE_URL": database_url, "COLUMNS": "200", "NO_COLOR": "1"}
+    return subprocess.run([CONVEYOR, *args], capture_output=True, text=True, env=env, input=input, timeout=120, cwd=ROOT)
+
+
+@pytest.fixture
+def seeded(app: Conveyor) -> Conveyor:
+    @app.job(queue="email", max_attempts=1)
+    def send_email(p: dict) -> None:  # type: ignore[type-arg]
+        return None
+
+    @app.job(queue="billing", max_attempts=1)
+    def charge(p: dict) -> None:  # type: ignore[type-arg]
+        raise RuntimeError(f"card declined for {p['order']}")
+
+    app.enqueue_many([("send_email", {"n": i}) for i in range(3)])
+    app.enqueue_many([("charge", {"order": f"o{i}"}) for i in range(4)])
+    with running_worker(app):
+        wait_until(lambda: app.count_jobs(state=[JobState.COMPLETED, JobState.DEAD]) == 7, message="seed jobs to finish")
+    app.enqueue("send_email", {"n": 99}, queue="idle")
+    return app
+
+
+def test_status_shows_queues_states_and_health(seeded: Conveyor, database_url: str) -> None:
+    out = run(database_url, "status")
+    assert out.returncode == 0, out.stderr
+    assert "Jobs by state" in out.stdout and "Queues" in out.stdout
+    assert "billing" in out.stdout and "email" in out.stdout
+    assert "degraded" in out.stdout and "workers:idle" in out.stdout  # a due job and nobody to run it
+    as_json = run(database_url, "status", "--json")
+    assert '"dead": 4' in as_json.stdout
+
+
+def test_jobs_filters(seeded: Conveyor, database_url: str) -> None:
+    out = run(database_url, "jobs", "--state", "dead", "--queue", "billing", "-n", "2")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count("charge") == 2 and "card declined" in out.stdout and "send_email" not in out.stdout
+    bad = run(database_url, "jobs", "--state", "exploded")
+    assert bad.returncode == 2 and "exploded" in bad.stderr
+
+
+def test_dlq_list_show_retry_purge_with_audit(seeded: Conveyor, database_url: str) -> None:
+    dead = sorted(j.id for j in seeded.dead_letters())
+    listing = run(database_url, "dlq", "list")
+    assert "Dead letters: 4" in listing.stdout
+    shown = run(database_url, "dlq", "show", str(dead[0]))
+    assert "card declined for o0" in shown.stdout and "Traceback" in shown.stdout
+    assert run(database_url, "dlq", "show", "999999").returncode == 1
+    assert run(database_url, "dlq", "retry").returncode == 2  # no scope given: refuse
+    refused = run(database_url, "dlq", "purge", "--all", input="n\n")
+    assert refused.returncode == 1 and seeded.count_jobs(state=JobState.DEAD) == 4
+    retried = run(database_url, "dlq", "retry", str(dead[0]), str(dead[1]))
+    assert retried.returncode == 0 and "Retried 2 dead jobs" in retried.stdout
+    purged = run(database_url, "dlq", "purge", "--all", "--yes")
+    assert purged.returncode == 0 and "Purged 2 dead jobs" in purged.stdout and "Purging" in purged.stdout
+    assert seeded.count_jobs(state=JobState.DEAD) == 0 and seeded.count_jobs(state=JobState.PENDING) == 3
+    actions = [(e.action, e.detail["count"]) for e in reversed(seeded.audit_log())]
+    assert actions == [("dlq.retry", 2), ("dlq.purge", 2)]
+    assert all(e.actor.startswith("cli") for e in seeded.audit_log())
+    assert "dlq.purge" in run(database_url, "audit").stdout
+
+
+def test_prune_and_workers(seeded: Conveyor, database_url: str) -> None:
+    dry = run(database_url, "prune", "--keep", "1", "--dry-run")
+    assert dry.returncode == 0 and "2 jobs would be pruned" in dry.stdout
+    done = run(database_url, "prune", "--keep", "1", "--batch", "1")
+    assert done.returncode == 0 and "Pruned 2 jobs" in done.stdout
+    assert seeded.count_jobs(state=JobState.COMPLETED) == 1 and seeded.count_jobs(state=JobState.DEAD) == 4
+    assert "bad" not in run(database_url, "prune", "--older-than", "bad").stdout
+    assert run(database_url, "prune", "--older-than", "bad").returncode == 2
+    with running_worker(seeded) as worker:
+        out = run(database_url, "workers")
+        assert worker.id in out.stdout and "live" in out.stdout
+
+
+def test_cron_list_pause_resume_trigger(seeded: Conveyor, database_url: str) -> None:
+    listing = run(database_url, "cron", "list", "--app", APP)  # the app declares the schedule
+    assert listing.returncode == 0, listing.stderr
+    assert "nightly-digest" in listing.stdout and "0 3 * * *" in listing.stdout
+    assert run(database_url, "cron", "pause", "nightly-digest").returncode == 0
+    assert next(s for s in seeded.cron_list() if s.name == "nightly-digest").paused
+    assert run(database_url, "cron", "resume", "nightly-digest").returncode == 0
+    assert not next(s for s in seeded.cron_list() if s.name == "nightly-digest").paused
+    before = seeded.count_jobs(type="send_email")
+    assert run(database_url, "cron", "trigger", "nightly-digest", "--app", APP).returncode == 0
+    assert seeded.count_jobs(type="send_email") == before + 1
+    missing = run(database_url, "cron", "pause", "no-such-schedule")
+    assert missing.returncode == 1 and "no-such-schedule" in missing.stderr
+    assert [e.action for e in reversed(seeded.audit_log())] == ["cron.pause", "cron.resume", "cron.trigger"]
