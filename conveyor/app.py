@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import threading
 import uuid
 from dataclasses import dataclass, replace
@@ -16,7 +17,12 @@ from typing import Any, TypeVar
 from conveyor.backends import from_url
 from conveyor.backends.base import Backend, JobFilter, NewJob, WorkerInfo
 from conveyor.backends.insights import AuditEntry, Insights, NewAuditEntry, PruneParams, SnapshotParams, WorkflowSummary, insights_for
+from conveyor.backends.base import NewSchedule, Schedule
 from conveyor.config import Settings
+from conveyor.cron import Cron, CronSpec
+from conveyor.cron import declare as declare_cron
+from conveyor.errors import DeclarationError, ScheduleNotFound
+from conveyor.ratelimit import QueuePolicy
 from conveyor.errors import InvalidTransition, JobNotFound, WorkflowError
 from conveyor.events import EventName, Events, JobEvent
 from conveyor.job import Job, JobState
@@ -299,6 +305,84 @@ class Conveyor:
     def recent_workflows(self, limit: int = 50) -> list[WorkflowSummary]:
         """The newest workflows with their jobs counted by state."""
         return self.insights.workflows_recent(limit)
+
+    # -- schedules and limits --------------------------------------------------------------
+
+    def cron(
+        self, expression: str, job_type: str, payload: Any = None, *, name: str | None = None, tz: str | None = None,
+        missed: str = "skip", **options: Any,
+    ) -> CronSpec:
+        """Enqueue ``job_type`` on a cron schedule: each fire once, however many workers run.
+
+        Five fields, or six with seconds first; ``tz`` is an IANA zone (default UTC).
+        ``missed``: fires that passed while no worker ran are skipped, or run once ("run_once").
+
+        >>> app.cron("0 0 * * *", "daily_sales_report", tz="Europe/Berlin")
+        >>> app.cron("*/10 * * * * *", "poll_inbox", {"box": "orders"}, name="inbox", queue="io")
+        """
+        spec = declare_cron(expression, job_type, payload, name, tz, missed, options)
+        if spec.name in self.registry.schedules:
+            raise DeclarationError(f"schedule {spec.name!r} is declared twice; give each a distinct name=")
+        self.registry.schedules[spec.name] = spec
+        return spec
+
+    def cron_sync(self, replace: bool = True) -> None:
+        """Write the declared schedules to their rows (workers do this when they start).
+
+        With ``replace``, rows this app no longer declares are disabled; without it, only
+        declared schedules that have no row yet are added.
+        """
+        now = self.now()
+        rows = []
+        for spec in self.registry.schedules.values():
+            job = self.new_job(spec.job_type, spec.payload, spec.options)  # the type, payload and options must be valid
+            rows.append(
+                NewSchedule(spec.name, spec.cron.expression, spec.cron.tz, spec.job_type, job.payload,
+                            json.dumps(spec.options), spec.missed.value, spec.cron.next_after(now))
+            )
+        self.backend.schedules_sync(rows, replace)
+
+    def cron_list(self) -> list[Schedule]:
+        """Every schedule with its next fire time, soonest first (disabled ones: no longer declared)."""
+        if self.registry.schedules:
+            self.cron_sync(replace=False)
+        return self.backend.schedules_list()
+
+    def cron_pause(self, name: str) -> None:
+        """Stop firing ``name`` until resumed (fires while paused are skipped)."""
+        self.schedule(name)
+        self.backend.schedule_set(name, paused=True)
+
+    def cron_resume(self, name: str) -> None:
+        """Fire ``name`` again from its next fire time after now."""
+        found = self.schedule(name)
+        if found.paused:
+            self.backend.schedule_set(name, paused=False, next_fire_at=Cron(found.expression, found.tz).next_after(self.now()))
+
+    def cron_trigger(self, name: str) -> int:
+        """Enqueue the schedule's job now, outside its timetable; returns the job id."""
+        found = self.schedule(name)
+        return self.enqueue(found.job_type, found.payload, **found.options)
+
+    def schedule(self, name: str) -> Schedule:
+        for found in self.cron_list():
+            if found.name == name:
+                return found
+        raise ScheduleNotFound(name)
+
+    def queue_limit(self, queue: str, *, concurrency: int | None = None, aging: float | None = None) -> QueuePolicy:
+        """Flow control for a whole queue, held across all workers.
+
+        ``concurrency``: at most this many of the queue's jobs running at once in the system.
+        ``aging``: seconds after which a due job is served ahead of higher priorities
+        (strict priority otherwise), so a flood of urgent jobs cannot starve the rest.
+
+        >>> app.queue_limit("invoices", concurrency=2)
+        >>> app.queue_limit("default", aging=60)
+        """
+        policy = QueuePolicy(queue, concurrency, aging)
+        self.registry.queue_policies[queue] = policy
+        return policy
 
     # -- running ------------------------------------------------------------------------
 

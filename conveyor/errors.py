@@ -9,6 +9,7 @@
     ├── JobNotFound            no job with that id (``job_id``)
     ├── InvalidTransition      the job is not in a state that allows the action
     ├── WorkflowError          a dependency graph has a cycle or names unknown jobs
+    ├── ScheduleNotFound       no cron schedule with that name (``name``)
     ├── BackendError           the database failed; the driver's error is ``__cause__``
     │   └── BackendUnavailable the database cannot be reached at all
     └── WebhookError           a webhook could not be signed, sent or trusted
@@ -87,6 +88,14 @@ class InvalidTransition(ConveyorError):
 
 class WorkflowError(ConveyorError):
     """The workflow graph is invalid (a cycle, or an unknown dependency)."""
+
+
+class ScheduleNotFound(ConveyorError):
+    """No cron schedule has this name."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f"no schedule named {name!r}")
 
 
 class BackendError(ConveyorError):

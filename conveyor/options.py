@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 from typing import Any, TypedDict
 
 from conveyor.backends.base import Dependency
+from conveyor.ratelimit import RateLimit, check_concurrency
 from conveyor.errors import OptionError, WorkflowError
 from conveyor.retry import Backoff, BackoffSpec, make_backoff
 from conveyor.timeutil import seconds, to_epoch
@@ -25,6 +26,10 @@ class JobOptions:
     backoff: BackoffSpec = "exponential"
     timeout: float | None = None
     unique_for: float | None = None
+    # flow control (conveyor/ratelimit.py): declaration-only, not overridable per enqueue
+    rate_limit: str | RateLimit | None = None  # "120/m", or RateLimit(20, per=1.0, group="smtp")
+    concurrency: int | None = None  # at most this many of the type running in the whole system
+    batch: int | None = None  # the handler takes a list of up to this many payloads
 
     def __post_init__(self) -> None:
         check_name("queue", self.queue)
@@ -35,6 +40,16 @@ class JobOptions:
         if self.unique_for is not None:
             check_positive("unique_for", self.unique_for)
         make_backoff(self.backoff)  # refuse a bad spec at declaration
+        if self.rate_limit is not None:
+            RateLimit.parse(self.rate_limit)
+        if self.concurrency is not None:
+            check_concurrency(self.concurrency)
+        if self.batch is not None:
+            check_int("batch", self.batch, minimum=1)
+
+    @property
+    def rate(self) -> RateLimit | None:
+        return None if self.rate_limit is None else RateLimit.parse(self.rate_limit)
 
     @property
     def backoff_strategy(self) -> Backoff:

@@ -10,8 +10,12 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from conveyor.backends.base import ClaimLimit
+from conveyor.batch import item_model
+from conveyor.cron import CronSpec
 from conveyor.errors import DeclarationError, OptionError, UnknownJobType
 from conveyor.options import JobOptions, check_name
+from conveyor.ratelimit import QueuePolicy, claim_limits
 
 OPTION_NAMES = frozenset(f.name for f in fields(JobOptions))
 
@@ -50,6 +54,8 @@ class Registry:
 
     def __init__(self) -> None:
         self._specs: dict[str, JobSpec] = {}
+        self.schedules: dict[str, CronSpec] = {}  # app.cron declarations, by schedule name
+        self.queue_policies: dict[str, QueuePolicy] = {}  # app.queue_limit, by queue
 
     def declare(self, func: Callable[..., Any], name: str | None, options: dict[str, Any]) -> JobSpec:
         job_name = check_name("name", name or func.__name__)
@@ -63,6 +69,8 @@ class Registry:
         except OptionError as exc:
             raise DeclarationError(f"job {job_name!r}: {exc}") from None
         model, takes_context = payload_model(func)
+        if job_options.batch is not None:
+            model = item_model(func)  # a batch handler takes list[Model]
         spec = JobSpec(
             name=job_name,
             func=func,
@@ -88,6 +96,10 @@ class Registry:
 
     def __iter__(self) -> typing.Iterator[JobSpec]:
         return iter(self._specs.values())
+
+    def limits(self) -> tuple[ClaimLimit, ...]:
+        """The rate and concurrency limits every claim must respect (see conveyor/ratelimit.py)."""
+        return claim_limits(((s.name, s.options.rate, s.options.concurrency) for s in self._specs.values()), self.queue_policies.values())
 
     def queues(self) -> tuple[str, ...]:
         """Every queue some declared job uses, sorted."""

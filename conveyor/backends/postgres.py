@@ -15,6 +15,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
 from conveyor.backends import migrate
+from conveyor.backends import postgres_flow as flow
 from conveyor.backends import postgres_graph as graph
 from conveyor.backends.base import (
     FINAL,
@@ -22,11 +23,14 @@ from conveyor.backends.base import (
     initial_state,
     JOB_COLUMNS,
     ClaimParams,
+    FireParams,
     Inserted,
     JobFilter,
     Lease,
     NewJob,
+    NewSchedule,
     Outcome,
+    Schedule,
     WorkerInfo,
 )
 from conveyor.errors import BackendError, BackendUnavailable
@@ -288,6 +292,8 @@ class PostgresBackend:
     # -- the life of a run --------------------------------------------------------------
 
     def jobs_claim(self, params: ClaimParams) -> list[Job]:
+        if params.limits or params.types or params.aging:
+            return self._claim_flow(params)
         # One index range per queue (LATERAL), so the cost stays that of the top rows
         # however many jobs wait in other queues or lie finished in the table.
         sql = f"""
@@ -530,6 +536,36 @@ class PostgresBackend:
             count = graph.retry_workflow(conn, workflow_id)
             conn.execute("SELECT pg_notify(%s, '')", (CHANNEL,))
         return count
+
+    # -- flow control and schedules (conveyor/backends/postgres_flow.py) -----------------
+
+    def _claim_flow(self, params: ClaimParams) -> list[Job]:
+        with self._conn() as conn:
+            conn.execute(STAGE_DUE)
+            rows = flow.claim(conn, params)
+        jobs = [self._job(r) for r in rows]
+        jobs.sort(key=lambda j: (-j.priority, j.id))
+        return jobs
+
+    def schedules_sync(self, schedules: Sequence[NewSchedule], replace: bool) -> None:
+        with self._conn() as conn:
+            flow.schedules_sync(conn, schedules, replace)
+
+    def schedules_list(self) -> list[Schedule]:
+        with self._conn() as conn:
+            return flow.schedules_list(conn)
+
+    def schedules_due(self) -> tuple[datetime, list[Schedule]]:
+        with self._conn() as conn:
+            return flow.schedules_due(conn)
+
+    def schedule_fire(self, params: FireParams) -> list[int] | None:
+        with self._conn() as conn:
+            return flow.schedule_fire(conn, params, self._insert)
+
+    def schedule_set(self, name: str, paused: bool, next_fire_at: datetime | None = None) -> bool:
+        with self._conn() as conn:
+            return flow.schedule_set(conn, name, paused, next_fire_at)
 
     # -- workers ------------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from conveyor.backends import migrate
+from conveyor.backends import sqlite_flow as flow
 from conveyor.backends import sqlite_graph as graph
 from conveyor.backends.base import (
     FINAL,
@@ -22,11 +23,14 @@ from conveyor.backends.base import (
     initial_state,
     JOB_COLUMNS,
     ClaimParams,
+    FireParams,
     Inserted,
     JobFilter,
     Lease,
     NewJob,
+    NewSchedule,
     Outcome,
+    Schedule,
     WorkerInfo,
 )
 from conveyor.errors import BackendError, ConfigError
@@ -279,6 +283,8 @@ class SQLiteBackend:
     # -- the life of a run --------------------------------------------------------------
 
     def jobs_claim(self, params: ClaimParams) -> list[Job]:
+        if params.limits or params.types or params.aging:
+            return self._claim_flow(params)
         branches = " UNION ALL ".join(
             "SELECT * FROM (SELECT id, priority FROM conveyor_jobs WHERE state = 'pending' AND queue = ? "
             "ORDER BY priority DESC, id LIMIT ?)"
@@ -492,6 +498,37 @@ class SQLiteBackend:
             count = graph.retry_workflow(conn, workflow_id)
         self._notify()
         return count
+
+    # -- flow control and schedules (conveyor/backends/sqlite_flow.py) -------------------
+
+    def _claim_flow(self, params: ClaimParams) -> list[Job]:
+        with self._write() as conn:
+            conn.execute(STAGE_DUE)
+            rows = flow.claim(conn, params)
+        jobs = [self._job(r) for r in rows]
+        jobs.sort(key=lambda j: (-j.priority, j.id))
+        return jobs
+
+    def schedules_sync(self, schedules: Sequence[NewSchedule], replace: bool) -> None:
+        with self._write() as conn:
+            flow.schedules_sync(conn, schedules, replace)
+
+    def schedules_list(self) -> list[Schedule]:
+        return flow.schedules_list(self.conn)
+
+    def schedules_due(self) -> tuple[datetime, list[Schedule]]:
+        return flow.schedules_due(self.conn)
+
+    def schedule_fire(self, params: FireParams) -> list[int] | None:
+        with self._write() as conn:
+            ids = flow.schedule_fire(conn, params, self._insert)
+        if ids:
+            self._notify()
+        return ids
+
+    def schedule_set(self, name: str, paused: bool, next_fire_at: datetime | None = None) -> bool:
+        with self._write() as conn:
+            return flow.schedule_set(conn, name, paused, next_fire_at)
 
     # -- workers ------------------------------------------------------------------------
 

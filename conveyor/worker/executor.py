@@ -16,6 +16,7 @@ from conveyor.job import Job, JobState
 from conveyor.options import decode_backoff
 from conveyor.outcome import Cancelled, Complete, Dead, Decision, Retry, Snoozed, decide
 from conveyor.payload import decode
+from conveyor.batch import BatchContext, item_outcomes
 
 if TYPE_CHECKING:
     from conveyor.app import Conveyor
@@ -78,6 +79,57 @@ class Executor:
         except Exception as exc:
             return decide(job.attempt, job.max_attempts, backoff, error=exc)
         return decide(job.attempt, job.max_attempts, backoff, result=result)
+
+    async def run_batch(self, jobs: list[Job], ctxs: list[JobContext]) -> list[RunResult]:
+        """One call of a batch handler for ``jobs`` (one type); a RunResult per job."""
+        started = time.monotonic()
+        decisions = await self._decide_batch(jobs, ctxs)
+        duration = time.monotonic() - started
+        return [RunResult(job, d, self.outcome(job, ctx, d), duration) for job, ctx, d in zip(jobs, ctxs, decisions)]
+
+    async def _decide_batch(self, jobs: list[Job], ctxs: list[JobContext]) -> list[Decision]:
+        spec = self.app.registry.find(jobs[0].type)
+        if spec is None:
+            return [Dead(f"unknown job type {jobs[0].type!r}: no handler is declared for it in this worker", None)] * len(jobs)
+        decisions: dict[int, Decision] = {}
+        payloads: list[Any] = []
+        live: list[int] = []
+        for i, job in enumerate(jobs):
+            try:
+                payloads.append(decode(job.type, spec.model, job.payload))
+                live.append(i)
+            except PayloadError as exc:
+                decisions[i] = Dead(f"payload no longer valid: {exc}", None)
+        if live:
+            batch = BatchContext([ctxs[i] for i in live])
+            args: tuple[Any, ...] = (payloads, batch) if spec.takes_context else (payloads,)
+            timeout = max([t for i in live if (t := jobs[i].timeout)], default=None)
+            result: Any = None
+            error: BaseException | None = None
+            try:
+                if spec.is_async:
+                    result = await asyncio.wait_for(spec.func(*args), timeout) if timeout else await spec.func(*args)
+                else:
+                    future = asyncio.get_running_loop().run_in_executor(self.threads, spec.func, *args)
+                    result = await asyncio.wait_for(asyncio.shield(future), timeout) if timeout else await future
+            except TimeoutError:
+                error = JobTimeout(f"timed out after {timeout:g} s")
+            except asyncio.CancelledError:
+                batch.cancelled.set()
+                for ctx in ctxs:
+                    ctx.cancelled.set()
+                raise
+            except Exception as exc:
+                error = exc
+            if isinstance(error, JobTimeout):
+                batch.cancelled.set()
+                for ctx in ctxs:
+                    ctx.cancelled.set()
+            for i, (item_result, item_error) in zip(live, item_outcomes(len(live), result, error)):
+                job = jobs[i]
+                backoff = decode_backoff(job.backoff) if job.backoff else spec.options.backoff_strategy
+                decisions[i] = decide(job.attempt, job.max_attempts, backoff, result=item_result, error=item_error)
+        return [decisions[i] for i in range(len(jobs))]
 
     def outcome(self, job: Job, ctx: JobContext, decision: Decision) -> Outcome:
         lease = Lease(job.id, job.lease_token)

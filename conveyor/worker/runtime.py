@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from conveyor.backends.base import ClaimParams, WorkerInfo
+from conveyor.backends.base import ClaimLimit, ClaimParams, WorkerInfo
 from conveyor.context import JobContext
 from conveyor.errors import BackendError, ConfigError
 from conveyor.job import Job
@@ -22,6 +22,7 @@ from conveyor.worker.bridge import Bridge
 from conveyor.worker.completer import Completer
 from conveyor.worker.executor import Executor, RunResult, outcome_name
 from conveyor.worker.heartbeat import heartbeat_loop, rescue_loop, worker_info
+from conveyor.worker.scheduler import scheduler_loop
 from conveyor.worker.pruner import prune_loop
 
 if TYPE_CHECKING:
@@ -106,6 +107,8 @@ class Worker:
         if self.install_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 self.loop.add_signal_handler(sig, self._on_signal, sig)
+        self.limits, self.aging, self.batch_sizes = flow_control(self.app, self.queues)
+        self.batch_extra = 0  # jobs beyond the first of each running batch: a batch takes one slot
         await self._register()
         unlisten = self.app.backend.listen(self.wake)
         log.info("worker %s started: queues=%s concurrency=%d", self.id, ",".join(self.queues), self.concurrency)
@@ -114,6 +117,7 @@ class Worker:
             asyncio.create_task(self.completer.run(), name="completer"),
             asyncio.create_task(heartbeat_loop(self), name="heartbeat"),
             asyncio.create_task(rescue_loop(self), name="rescuer"),
+            asyncio.create_task(scheduler_loop(self), name="scheduler"),
             asyncio.create_task(prune_loop(self), name="pruner"),
         ]
         try:
@@ -147,7 +151,7 @@ class Worker:
         poll = self.settings.poll_interval
         failures = 0
         while not self._stopping:
-            free = self.concurrency - len(self.running)
+            free = self.concurrency - len(self.running) + self.batch_extra
             if free <= 0:
                 self._slot.clear()
                 await self._slot.wait()
@@ -156,7 +160,7 @@ class Worker:
             self._wake.clear()
             try:
                 jobs = await self.bridge.call(
-                    self.app.backend.jobs_claim, ClaimParams(self.id, self.queues, free, self.lease_seconds)
+                    self.app.backend.jobs_claim, ClaimParams(self.id, self.queues, free, self.lease_seconds, self.limits, (), self.aging)
                 )
                 failures = 0
             except BackendError as exc:
@@ -165,8 +169,11 @@ class Worker:
                 log.warning("claim failed (%s); retrying in %.1f s", exc, delay)
                 await self._sleep(delay)
                 continue
-            for job in jobs:
-                self._start(job)
+            if self.batch_sizes:
+                await self._dispatch_batches(jobs)
+            else:
+                for job in jobs:
+                    self._start(job)
             if len(jobs) < free:
                 await self._sleep(poll)
 
@@ -194,6 +201,58 @@ class Worker:
             return
         self.completer.add(result)
         self._log(result)
+
+    # -- batch handlers (conveyor/batch.py) --------------------------------------------
+
+    async def _dispatch_batches(self, jobs: list[Job]) -> None:
+        """Start single jobs as usual; group batch types' jobs, topping up a short batch with one
+        more claim of its type, and run each group as one handler call in one slot."""
+        groups: dict[str, list[Job]] = {}
+        for job in jobs:
+            if job.type in self.batch_sizes:
+                groups.setdefault(job.type, []).append(job)
+            else:
+                self._start(job)
+        for job_type, members in groups.items():
+            size = self.batch_sizes[job_type]
+            chunks = [members[i : i + size] for i in range(0, len(members), size)]
+            if len(chunks[-1]) < size and not self._stopping:
+                params = ClaimParams(self.id, self.queues, size - len(chunks[-1]), self.lease_seconds, self.limits, (job_type,), self.aging)
+                try:
+                    chunks[-1].extend(await self.bridge.call(self.app.backend.jobs_claim, params))
+                except BackendError as exc:
+                    log.warning("could not top up a batch of %s (%s); running it short", job_type, exc)
+            for chunk in chunks:
+                self._start_batch(chunk)
+
+    def _start_batch(self, jobs: list[Job]) -> None:
+        runs = [Run(job, JobContext(self.app, job, self.id)) for job in jobs]
+        task = asyncio.create_task(self._execute_batch(runs), name=f"batch-{jobs[0].type}-{jobs[0].id}")
+        for run in runs:
+            run.task = task
+            self.running[run.job.id] = run
+        self.batch_extra += len(runs) - 1
+
+    async def _execute_batch(self, runs: list[Run]) -> None:
+        try:
+            results = await self.executor.run_batch([r.job for r in runs], [r.ctx for r in runs])
+        except asyncio.CancelledError:
+            kept = [r.ctx.lease for r in runs if not (r.lost or r.released)]
+            if kept and any(r.lost for r in runs):  # one lease was lost: hand the others back unspent
+                try:
+                    await self.bridge.call(self.app.backend.jobs_release, kept)
+                except BackendError:
+                    pass  # their leases expire and they are rescued
+            return
+        finally:
+            for run in runs:
+                self.running.pop(run.job.id, None)
+            self.batch_extra -= len(runs) - 1
+            self._slot.set()
+        for run, result in zip(runs, results):
+            if not (run.lost or run.released):
+                self.completer.add(result)
+                self._log(result)
 
     def _log(self, r: RunResult) -> None:
         if log.isEnabledFor(logging.INFO):
@@ -251,3 +310,11 @@ class Worker:
             log.warning("released %d jobs still running after the grace period", count)
         except BackendError as exc:
             log.warning("could not release %d jobs (%s); they will be rescued when their leases expire", len(leftover), exc)
+
+
+def flow_control(app: Conveyor, queues: tuple[str, ...]) -> tuple[tuple[ClaimLimit, ...], tuple[tuple[str, float], ...], dict[str, int]]:
+    """What this worker's claims must respect (limits, aging) and which job types run in batches."""
+    limits = tuple(lim for lim in app.registry.limits() if lim.queue is None or lim.queue in queues)
+    aging = tuple((q, p.aging) for q, p in sorted(app.registry.queue_policies.items()) if p.aging is not None and q in queues)
+    batches = {spec.name: spec.options.batch for spec in app.registry if spec.options.batch is not None}
+    return limits, aging, batches
