@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 
 from conveyor.app import Conveyor
 from conveyor.backends.insights import AuditEntry, WorkflowSummary
-from conveyor.errors import InvalidTransition
+from conveyor.errors import ConveyorError, InvalidTransition
 from conveyor.job import FINISHED_STATES, Job, JobState
 from conveyor.stats import Health, Stats, is_live
 from conveyor.web.auth import Identity, reader, writer
@@ -221,10 +221,11 @@ def list_workflows(_: Reader, app: App, limit: Annotated[Limit, Query()] = 50) -
 
 @router.get("/workflows/{workflow_id}", response_model=JobPage, responses={404: {"model": Problem}}, summary="A workflow's jobs")
 def get_workflow(_: Reader, app: App, workflow_id: Annotated[Name, Path()]) -> JobPage:
-    jobs = app.list_jobs(limit=500, workflow_id=workflow_id)
-    if not jobs:
-        raise HTTPException(404, f"no workflow {workflow_id!r}")
-    return JobPage(jobs=sorted(jobs, key=lambda j: j.id), next_before_id=None)
+    try:
+        status = app.workflow(workflow_id)
+    except ConveyorError as exc:
+        raise HTTPException(404, str(exc)) from exc
+    return JobPage(jobs=sorted(status.jobs, key=lambda j: j.id), next_before_id=None)
 
 
 @router.get("/audit", response_model=list[AuditEntry], summary="Every mutating action: who, what, when")

@@ -12,6 +12,7 @@ import json
 import threading
 import time
 from collections import deque
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from pydantic import ValidationError
 from conveyor.app import Conveyor
 from conveyor.errors import ConveyorError, JobNotFound
 from conveyor.job import FINISHED_STATES, Job, JobState
+from conveyor.workflow import WorkflowNode
 from conveyor.stats import Stats, is_live
 from conveyor.web.api import cron_rows
 from conveyor.web.auth import CSRF_FIELD, SESSION_COOKIE, SESSION_SECONDS, Identity, Role, Tokens, authenticate, csrf_value
@@ -368,27 +370,20 @@ def workflow_page(request: Request, workflow_id: str) -> Response:
     if identity is None:
         return login_redirect(request)
     app: Conveyor = request.app.state.conveyor
-    jobs = sorted(app.list_jobs(limit=500, workflow_id=workflow_id[:200].replace("\x00", "")), key=lambda j: j.id)
-    if not jobs:
+    name = workflow_id[:200].replace("\x00", "")
+    try:
+        status = app.workflow(name)
+    except ConveyorError:
         return render(request, "missing.html", identity, status_code=404, what=f"workflow {workflow_id}")
-    return render(request, "workflow.html", identity, workflow_id=workflow_id, tree=workflow_tree(jobs), jobs=jobs)
+    return render(request, "workflow.html", identity, workflow_id=name, status=status, tree=flatten(status.tree()), jobs=status.jobs)
 
 
-def workflow_tree(jobs: list[Job]) -> list[tuple[int, Job]]:
-    """(depth, job) in tree order, children under the job that enqueued them (parent_id)."""
-    ids = {j.id for j in jobs}
-    children: dict[int | None, list[Job]] = {}
-    for job in jobs:
-        parent = job.parent_id if job.parent_id in ids else None
-        children.setdefault(parent, []).append(job)
-    out: list[tuple[int, Job]] = []
-
-    def walk(parent: int | None, depth: int) -> None:
-        for job in children.get(parent, []):
-            out.append((depth, job))
-            walk(job.id, depth + 1)
-
-    walk(None, 0)
+def flatten(nodes: Sequence[WorkflowNode], depth: int = 0) -> list[tuple[int, WorkflowNode]]:
+    """(depth, node) in tree order, for an indented list."""
+    out: list[tuple[int, WorkflowNode]] = []
+    for node in nodes:
+        out.append((depth, node))
+        out += flatten(node.children, depth + 1)
     return out
 
 

@@ -89,12 +89,21 @@ def test_counters_go_live_and_a_dead_job_is_retried(browser: Browser, server: Se
     expect(page.locator(f"#dlq-list a:text-is('#{dead[0]}')")).to_have_count(0)
     assert app.get_job(dead[0]).state is JobState.PENDING
 
+    app.cron("*/5 * * * *", "send_email", {"to": "digest@example.com"}, name="digest")
+    app.cron("0 3 * * *", "charge", {"order": "nightly"}, name="nightly-charge")
+    app.cron_sync()
+    app.cron_pause("nightly-charge")
     for name, path in (("jobs", "/jobs"), ("workers", "/workers"), ("workflows", "/workflows"), ("workflow", "/workflows/wf-demo"),
                        ("cron", "/cron"), ("audit", "/audit")):
         page.goto(f"{server.url}{path}")
         expect(page.locator("main h1")).to_be_visible()
         shot(page, backend, name)
     expect(page.locator("#audit-list")).to_contain_text("job.retry")
+    page.goto(f"{server.url}/cron")
+    expect(page.locator("#cron-list")).to_contain_text("digest")
+    page.click("#cron-list tr:has-text('nightly-charge') button:text-is('Resume')")
+    expect(page.locator(".flash")).to_contain_text("resume done")
+    assert not next(s for s in app.cron_list() if s.name == "nightly-charge").paused
     page.goto(f"{server.url}/login")
     shot(page, backend, "login")
 
