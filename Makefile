@@ -16,8 +16,14 @@ $(STAMP): pyproject.toml
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
-test: $(STAMP)
+test: $(STAMP) $(CHROMIUM)
 	$(BIN)/python -m pytest -n 2 -q $(PYTEST_ARGS)
+
+# The dashboard's browser tests drive Debian's chromium (never a downloaded browser build).
+CHROMIUM := /usr/bin/chromium
+$(CHROMIUM):
+	apt-get update -q
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium
 
 # The demo shop: SMTP server, web app on 127.0.0.1:8000 (PORT overrides), two workers, dashboard at /admin.
 # DEMO_ORDERS=N places N orders; DATABASE_URL=postgresql://... runs it on PostgreSQL; Ctrl-C stops it all.
