@@ -4,6 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 PYTEST_ARGS ?=
+CHROMIUM := /usr/bin/chromium
 
 .PHONY: setup test demo bench lint clean
 
@@ -20,7 +21,6 @@ test: $(STAMP) $(CHROMIUM)
 	$(BIN)/python -m pytest -n 2 -q $(PYTEST_ARGS)
 
 # The dashboard's browser tests drive Debian's chromium (never a downloaded browser build).
-CHROMIUM := /usr/bin/chromium
 $(CHROMIUM):
 	apt-get update -q
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium
