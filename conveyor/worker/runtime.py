@@ -154,8 +154,7 @@ class Worker:
             free = self.concurrency - len(self.running) + self.batch_extra
             if free <= 0:
                 self._slot.clear()
-                await self._slot.wait()
-                await asyncio.sleep(0)  # let other finishing runs free their slots too
+                await self._slot.wait()  # resumes a loop turn later: runs ending in this turn free their slots too
                 continue
             self._wake.clear()
             try:
