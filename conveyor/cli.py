@@ -185,8 +185,8 @@ def status(database_url: str | None, app_path: str | None, as_json: bool) -> Non
     health = "[green]healthy[/]" if stats.health.status == "ok" else "[bold red]degraded[/]"
     console.print(f"[bold]Conveyor[/] · {app.settings.database_url.split('?')[0]} · {health} · {stats.workers_live} live workers · {stats.at:%Y-%m-%d %H:%M:%S} UTC")
     states = Table(title="Jobs by state", title_justify="left", header_style="bold")
-    for state in STATE_STYLE:
-        states.add_column(state, justify="right", style=STATE_STYLE[state])
+    for state, style in STATE_STYLE.items():
+        states.add_column(state, justify="right", style=style)
     states.add_row(*(f"{t.counts[s]:,}" for s in STATE_STYLE))
     console.print(states)
     queues = Table(title="Queues", title_justify="left", header_style="bold")
@@ -243,7 +243,7 @@ def dlq() -> None:
 def dlq_list(database_url: str | None, app_path: str | None, queue: tuple[str, ...], job_type: tuple[str, ...], limit: int) -> None:
     """Dead jobs, newest first, with their last error."""
     app = open_app(database_url, app_path)
-    where = {k: v for k, v in {"queue": queue, "type": job_type}.items() if v}
+    where: dict[str, Any] = {k: v for k, v in {"queue": queue, "type": job_type}.items() if v}
     total = app.count_jobs(state=JobState.DEAD, **where)
     console.print(jobs_table(app.dead_letters(limit=limit, **where), app.now(), f"Dead letters: {total:,}"))
 

@@ -118,9 +118,9 @@ def shape(snapshot: Snapshot, workers: Iterable[WorkerInfo], thresholds: Thresho
     """Fold the snapshot into totals, per queue and per (queue, type), plus the chart and health."""
     keys: set[tuple[str, str]] = {(s.queue, s.type) for s in snapshot.states}
     keys |= {(f.queue, f.type) for f in snapshot.finished} | {(p.queue, p.type) for p in snapshot.pending}
-    per_type = tuple(_group(snapshot, lambda q, t, k=k: (q, t) == k, *k) for k in sorted(keys))
+    per_type = tuple(_group(snapshot, same_pair(k), *k) for k in sorted(keys))
     queue_names = sorted({q for q, _ in keys} | set(queues))
-    per_queue = tuple(_group(snapshot, lambda q, t, name=name: q == name, name, None) for name in queue_names)
+    per_queue = tuple(_group(snapshot, same_queue(name), name, None) for name in queue_names)
     total = _group(snapshot, lambda q, t: True, None, None)
     live: dict[str, int] = {name: 0 for name in queue_names}
     alive = 0
@@ -131,6 +131,14 @@ def shape(snapshot: Snapshot, workers: Iterable[WorkerInfo], thresholds: Thresho
                 live[name] = live.get(name, 0) + 1
     health = judge(total, per_queue, live, thresholds)
     return Stats(snapshot.now, total, per_queue, per_type, _series(snapshot), live, health, snapshot.params.bucket, alive, snapshot.finished_counts_age)
+
+
+def same_pair(key: tuple[str, str]) -> Callable[[str, str], bool]:
+    return lambda queue, job_type: (queue, job_type) == key
+
+
+def same_queue(name: str) -> Callable[[str, str], bool]:
+    return lambda queue, job_type: queue == name
 
 
 def _group(snapshot: Snapshot, picks: Callable[[str, str], bool], queue: str | None, job_type: str | None) -> GroupStats:

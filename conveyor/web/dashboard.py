@@ -26,11 +26,11 @@ from pydantic import ValidationError
 from conveyor.app import Conveyor
 from conveyor.errors import ConveyorError, JobNotFound
 from conveyor.job import FINISHED_STATES, Job, JobState
-from conveyor.workflow import WorkflowNode
 from conveyor.stats import Stats, is_live
 from conveyor.web.api import cron_rows
 from conveyor.web.auth import CSRF_FIELD, SESSION_COOKIE, SESSION_SECONDS, Identity, Role, Tokens, authenticate, csrf_value
 from conveyor.web.schemas import PageQuery
+from conveyor.workflow import WorkflowNode
 
 FLASH_COOKIE = "conveyor_flash"
 STATE_ORDER = (
@@ -107,7 +107,7 @@ def ago(moment: datetime | None, now: datetime) -> str:
     return duration(delta) + " ago"
 
 
-def number(value: float | int | None) -> str:
+def number(value: float | None) -> str:
     if value is None:
         return "–"
     if isinstance(value, float) and not value.is_integer():
@@ -184,7 +184,7 @@ async def mutation(request: Request) -> tuple[Identity, dict[str, Any]] | Respon
     if identity is None:
         return login_redirect(request)
     form = await request.form()
-    values: dict[str, Any] = {k: form.getlist(k) if k in ("ids", "state", "queue", "type") else form.get(k) for k in form.keys()}
+    values: dict[str, Any] = {k: form.getlist(k) if k in ("ids", "state", "queue", "type") else form.get(k) for k in form}
     if identity.session is None or not hmac.compare_digest(str(values.get(CSRF_FIELD) or ""), csrf_value(identity)):
         return Response("CSRF check failed: reload the page and try again.", status_code=403, media_type="text/plain")
     if not identity.token.allows(Role.WRITE):

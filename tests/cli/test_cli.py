@@ -19,7 +19,7 @@ APP = "tests.cli.cliapp:app"
 
 def run(database_url: str, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "CONVEYOR_DATABASE_URL": database_url, "COLUMNS": "200", "NO_COLOR": "1"}
-    return subprocess.run([CONVEYOR, *args], capture_output=True, text=True, env=env, input=input, timeout=120, cwd=ROOT)
+    return subprocess.run([CONVEYOR, *args], capture_output=True, text=True, env=env, input=input, timeout=120, cwd=ROOT, check=False)
 
 
 @pytest.fixture

@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import timedelta
 
 from conveyor import Conveyor, JobState
-from conveyor.backends.insights import NewAuditEntry, PruneParams, SnapshotParams
 from conveyor.backends.base import WorkerInfo
+from conveyor.backends.insights import NewAuditEntry, PruneParams, SnapshotParams
 from conveyor.stats import HealthStatus
 from conveyor.testing import running_worker, wait_until
 
