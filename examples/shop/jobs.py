@@ -196,6 +196,9 @@ def create_shop(config: ShopConfig) -> Shop:
     app.job(queue="documents", priority=Priority.LOW, max_attempts=3, backoff=backoff, timeout=300)(pipeline.daily_sales_report)
     app.job(priority=Priority.LOW, max_attempts=3, backoff=backoff, timeout=300)(pipeline.cleanup_finished_jobs)
 
+    app.cron("0 0 * * *", "daily_sales_report", {}, name="daily-sales-report")  # UTC midnight: yesterday's sales
+    app.cron("0 3 * * *", "cleanup_finished_jobs", {}, name="cleanup-finished-jobs")
+
     @app.on("dead")
     def alert(event: JobEvent) -> None:
         log.error("ALERT: job %s %s is dead after %d attempts: %s", event.job.id, event.job.type, event.attempt, event.error)

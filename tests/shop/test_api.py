@@ -126,3 +126,12 @@ def test_admin_dashboard_is_mounted_behind_its_token(
     assert {j["type"] for j in jobs.json()["jobs"]} == {"send_order_confirmation", "generate_invoice", "sync_inventory", "send_followup_email"}
     page = client.get("/admin/", follow_redirects=False)
     assert page.status_code == 303 and "/admin/login" in page.headers["location"]
+
+
+def test_report_and_cleanup_are_scheduled(shop: Shop) -> None:
+    shop.app.cron_sync()
+    schedules = {s.name: s for s in shop.app.cron_list()}
+    assert {n: (schedules[n].expression, schedules[n].job_type) for n in schedules} == {
+        "daily-sales-report": ("0 0 * * *", "daily_sales_report"),
+        "cleanup-finished-jobs": ("0 3 * * *", "cleanup_finished_jobs"),
+    }
