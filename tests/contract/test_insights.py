@@ -153,3 +153,16 @@ def test_forget_silent_workers_and_recent_workflows(app: Conveyor) -> None:
     assert list(flows) == ["wf-b", "wf-a"]
     assert flows["wf-a"].states == {"completed": 2} and flows["wf-a"].finished_at is not None
     assert flows["wf-b"].states == {"dead": 1}
+
+
+def test_workers_prune_on_their_own_schedule(database_url: str) -> None:
+    app = Conveyor(database_url, retain_completed=0.001, prune_interval=0.2, poll_interval=0.05)
+    try:
+        declare(app)
+        app.enqueue_many([("ok", {"i": i}) for i in range(5)] + [("boom", {})])
+        with running_worker(app):
+            wait_until(lambda: app.count_jobs(state=JobState.DEAD) == 1, message="the failing job to die")
+            wait_until(lambda: app.count_jobs() == 1, timeout=15, message="the pruner to remove completed jobs")
+        assert app.count_jobs(state=JobState.DEAD) == 1  # the DLQ is never pruned
+    finally:
+        app.close()
