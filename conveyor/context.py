@@ -7,6 +7,7 @@ import inspect
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +38,8 @@ class JobContext:
         self.lease = Lease(job.id, job.lease_token)
         self.children: list[NewJob] = []
         self.cancelled = threading.Event()  # set at timeout or shutdown: a sync handler may poll it
+        held_for = (job.lease_expires_at - job.attempted_at).total_seconds() if job.lease_expires_at and job.attempted_at else 1e9
+        self.lease_deadline = time.monotonic() + held_for  # this worker's view of when its lease runs out
         self.pending_progress: Any = MISSING
         self.log = logging.LoggerAdapter(
             logging.getLogger(f"conveyor.job.{job.type}"),

@@ -82,6 +82,7 @@ class Job:
     result: Any = None
     errors: tuple[JobError, ...] = field(default_factory=tuple)
     backoff: str | None = None
+    corrupt: str | None = None  # why the stored row could not be read as written (payload, errors)
 
     @property
     def last_error(self) -> JobError | None:

@@ -7,6 +7,7 @@ directly or through the app's ``a*`` methods. Each method is one transaction.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from conveyor.errors import WorkflowError
-from conveyor.job import Job, JobState
+from conveyor.job import Job, JobError, JobState
 
 
 FINAL = frozenset({JobState.COMPLETED, JobState.DEAD, JobState.CANCELLED})
@@ -283,6 +284,57 @@ def initial_state(job: NewJob, parents: Sequence[int], states: dict[int, str]) -
         elif state != "completed":
             waiting = True
     return "waiting" if waiting else None
+
+
+@dataclass(frozen=True, slots=True)
+class JsonColumns:
+    """A job row's JSON columns, read defensively: a corrupted row is reported, never raised."""
+
+    payload: dict[str, Any]
+    progress: Any
+    result: Any
+    errors: tuple[JobError, ...]
+    corrupt: str | None
+
+
+def read_json_columns(payload: Any, progress: Any, result: Any, errors: Any, decoded: bool = False) -> JsonColumns:
+    """Parse (SQLite: text) or accept (PostgreSQL: ``decoded`` by the driver) the JSON columns of a row."""
+    problems: list[str] = []
+
+    def load(name: str, value: Any, default: Any) -> Any:
+        if decoded or value is None:
+            return value
+        try:
+            return json.loads(value)
+        except ValueError as exc:
+            problems.append(f"{name} is not valid JSON ({exc})")
+            return default
+
+    data = load("payload", payload, {})
+    if not isinstance(data, dict):
+        problems.append(f"payload is a JSON {type(data).__name__}, not an object")
+        data = {}
+    history = load("errors", errors, [])
+    try:
+        parsed = tuple(JobError.from_dict(e) for e in history)
+    except (TypeError, ValueError, AttributeError):
+        problems.append("errors is not a list of error records")
+        parsed = ()
+    return JsonColumns(
+        data,
+        load("progress", progress, None),
+        load("result", result, None),
+        parsed,
+        "; ".join(problems) or None,
+    )
+
+
+def read_state(value: str) -> tuple[JobState, str | None]:
+    """A stored state; an unknown one (the CHECK constraint bypassed) reads as dead, with why."""
+    try:
+        return JobState(value), None
+    except ValueError:
+        return JobState.DEAD, f"unknown state {value!r}"
 
 
 JOB_COLUMNS = (

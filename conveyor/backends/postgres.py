@@ -18,6 +18,8 @@ from conveyor.backends import migrate
 from conveyor.backends import postgres_flow as flow
 from conveyor.backends import postgres_graph as graph
 from conveyor.backends.base import (
+    read_json_columns,
+    read_state,
     FINAL,
     dependency_ids,
     initial_state,
@@ -34,7 +36,7 @@ from conveyor.backends.base import (
     WorkerInfo,
 )
 from conveyor.errors import BackendError, BackendUnavailable
-from conveyor.job import Job, JobError, JobState
+from conveyor.job import Job, JobState
 
 log = logging.getLogger("conveyor.postgres")
 
@@ -632,12 +634,14 @@ class PostgresBackend:
 
     @staticmethod
     def _job(r: Sequence[Any]) -> Job:
+        cols = read_json_columns(r[4], r[19], r[20], r[21], decoded=True)
+        state, odd_state = read_state(r[3])
         return Job(
             id=r[0],
             type=r[1],
             queue=r[2],
-            state=JobState(r[3]),
-            payload=r[4],
+            state=state,
+            payload=cols.payload,
             priority=r[5],
             attempt=r[6],
             max_attempts=r[7],
@@ -652,8 +656,9 @@ class PostgresBackend:
             unique_key=r[16],
             workflow_id=r[17],
             parent_id=r[18],
-            progress=r[19],
-            result=r[20],
-            errors=tuple(JobError.from_dict(e) for e in r[21]),
+            progress=cols.progress,
+            result=cols.result,
+            errors=cols.errors,
             backoff=r[22],
+            corrupt="; ".join(p for p in (cols.corrupt, odd_state) if p) or None,
         )

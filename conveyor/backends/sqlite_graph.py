@@ -15,7 +15,7 @@ SATISFIED = "(p.state = 'completed' OR (d.on_failure = 'continue' AND p.state IN
 CANCEL_DEPENDENTS = f"""
 UPDATE conveyor_jobs SET
     state = 'cancelled', finished_at = {NOW},
-    errors = json_insert(errors, '$[#]', json_object('attempt', attempt, 'at', {NOW}, 'error',
+    errors = json_insert(CASE WHEN json_valid(errors) THEN errors ELSE '[]' END, '$[#]', json_object('attempt', attempt, 'at', {NOW}, 'error',
         'cancelled: job ' || (SELECT min(d.depends_on) FROM conveyor_deps d JOIN conveyor_jobs p ON p.id = d.depends_on
                               WHERE d.job_id = conveyor_jobs.id AND d.on_failure = 'cancel'
                                 AND p.state IN ('dead', 'cancelled')) || ' it depends on did not complete'))
@@ -46,7 +46,7 @@ def add_edges(conn: sqlite3.Connection, job_id: int, job: NewJob, parents: Seque
     )
     if initial == "cancelled":
         conn.execute(
-            f"UPDATE conveyor_jobs SET finished_at = {NOW}, errors = json_insert(errors, '$[#]', json_object('attempt', 0, "
+            f"UPDATE conveyor_jobs SET finished_at = {NOW}, errors = json_insert(CASE WHEN json_valid(errors) THEN errors ELSE '[]' END, '$[#]', json_object('attempt', 0, "
             f"'at', {NOW}, 'error', 'cancelled: a job it depends on did not complete')) WHERE id = ?",
             (job_id,),
         )

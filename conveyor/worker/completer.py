@@ -60,8 +60,9 @@ class Completer:
                 self._ready.clear()
             try:
                 won = set(await self.bridge.call(self.app.backend.jobs_finish, [r.outcome for r in batch]))
-            except BackendError as exc:
-                log.warning("could not write %d outcomes (%s); retrying in %.2f s", len(batch), exc, retry_in)
+            except Exception as exc:  # kept and retried: fencing makes a late write harmless
+                log.warning("could not write %d outcomes (%s); retrying in %.2f s", len(batch), exc, retry_in,
+                            exc_info=not isinstance(exc, BackendError))
                 self._items[:0] = batch
                 await asyncio.sleep(retry_in)
                 retry_in = min(retry_in * 2, 5.0)

@@ -17,6 +17,8 @@ from conveyor.options import decode_backoff
 from conveyor.outcome import Cancelled, Complete, Dead, Decision, Retry, Snoozed, decide
 from conveyor.payload import decode
 from conveyor.batch import BatchContext, item_outcomes
+from conveyor.registry import JobSpec
+from conveyor.retry import Backoff
 
 if TYPE_CHECKING:
     from conveyor.app import Conveyor
@@ -45,6 +47,7 @@ class Executor:
         self.app = app
         self.worker_id = worker_id
         self.threads = threads
+        self._backoffs: dict[tuple[str, str | None], Backoff] = {}
 
     async def run(self, job: Job, ctx: JobContext) -> RunResult:
         started = time.monotonic()
@@ -53,6 +56,8 @@ class Executor:
         return RunResult(job, decision, self.outcome(job, ctx, decision), duration)
 
     async def _decide(self, job: Job, ctx: JobContext) -> Decision:
+        if job.corrupt:
+            return Dead(f"corrupt job row, moved aside: {job.corrupt}", None)
         spec = self.app.registry.find(job.type)
         if spec is None:
             return Dead(f"unknown job type {job.type!r}: no handler is declared for it in this worker", None)
@@ -60,7 +65,7 @@ class Executor:
             payload = decode(job.type, spec.model, job.payload)
         except PayloadError as exc:
             return Dead(f"payload no longer valid: {exc}", None)
-        backoff = decode_backoff(job.backoff) if job.backoff else spec.options.backoff_strategy
+        backoff = self._backoff(spec, job.backoff)
         args: tuple[Any, ...] = (payload, ctx) if spec.takes_context else (payload,)
         timeout = job.timeout
         try:
@@ -79,6 +84,14 @@ class Executor:
         except Exception as exc:
             return decide(job.attempt, job.max_attempts, backoff, error=exc)
         return decide(job.attempt, job.max_attempts, backoff, result=result)
+
+    def _backoff(self, spec: JobSpec, override: str | None) -> Backoff:
+        """The job's backoff strategy, parsed once per job type and override, not once per run."""
+        key = (spec.name, override)
+        strategy = self._backoffs.get(key)
+        if strategy is None:
+            strategy = self._backoffs[key] = decode_backoff(override) if override else spec.options.backoff_strategy
+        return strategy
 
     async def run_batch(self, jobs: list[Job], ctxs: list[JobContext]) -> list[RunResult]:
         """One call of a batch handler for ``jobs`` (one type); a RunResult per job."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from typing import TYPE_CHECKING
 
 from conveyor.backends.base import WorkerInfo
@@ -12,7 +13,7 @@ from conveyor.context import MISSING
 from conveyor.errors import BackendError
 
 if TYPE_CHECKING:
-    from conveyor.worker.runtime import Worker
+    from conveyor.worker.runtime import Run, Worker
 
 log = logging.getLogger("conveyor.worker")
 
@@ -23,8 +24,8 @@ async def heartbeat_loop(worker: Worker) -> None:
     while not worker.stopped.is_set():
         try:
             await beat(worker)
-        except BackendError as exc:
-            log.warning("heartbeat failed (%s); retrying", exc)
+        except Exception as exc:  # the next beat tries again; expiring runs were fenced
+            log.warning("heartbeat failed (%s); retrying", exc, exc_info=not isinstance(exc, BackendError))
         try:
             await asyncio.wait_for(worker.stopped.wait(), interval)
         except TimeoutError:
@@ -36,19 +37,40 @@ async def beat(worker: Worker) -> None:
     runs = list(worker.running.values())
     leases = [run.ctx.lease for run in runs]
     if leases:
-        held = set(await worker.bridge.call(backend.leases_renew, leases, worker.lease_seconds))
+        asked = time.monotonic()
+        try:
+            held = set(await worker.bridge.call(backend.leases_renew, leases, worker.lease_seconds))
+        except Exception:
+            fence_expiring(worker, runs)
+            raise
         for run in runs:
-            if run.ctx.lease.job_id not in held and not run.task.done():
-                log.warning("job %s: lease lost (another worker may run it); cancelling this run", run.ctx.job_id)
-                run.lost = True
-                run.ctx.cancelled.set()
-                run.task.cancel()
+            if run.ctx.lease.job_id in held:
+                run.ctx.lease_deadline = asked + worker.lease_seconds
+            elif not run.task.done():
+                give_up(run, "lease lost (another worker may run it)")
     for run in runs:
         progress = run.ctx.pending_progress
         if progress is not MISSING:
             run.ctx.pending_progress = MISSING
             await worker.bridge.call(backend.job_progress, run.ctx.lease, json.dumps(progress))
     await worker.bridge.call(backend.workers_heartbeat, worker.info())
+
+
+def fence_expiring(worker: Worker, runs: list[Run]) -> None:
+    """The database is unreachable: stop runs whose lease is about to expire, before another
+    worker may rescue and start them, so no job runs in two places at once."""
+    margin = worker.lease_seconds / 3 + 0.5  # the next heartbeat would come too late
+    now = time.monotonic()
+    for run in runs:
+        if run.ctx.lease_deadline - now < margin and not run.task.done():
+            give_up(run, "lease about to expire while the database is unreachable")
+
+
+def give_up(run: Run, why: str) -> None:
+    log.warning("job %s: %s; cancelling this run", run.ctx.job_id, why)
+    run.lost = True
+    run.ctx.cancelled.set()
+    run.task.cancel()
 
 
 async def rescue_loop(worker: Worker) -> None:
@@ -59,8 +81,8 @@ async def rescue_loop(worker: Worker) -> None:
             if rescued:
                 log.warning("rescued %d jobs whose worker was lost: %s", len(rescued), rescued[:20])
                 worker.wake()
-        except BackendError as exc:
-            log.warning("rescue failed (%s); retrying", exc)
+        except Exception as exc:
+            log.warning("rescue failed (%s); retrying", exc, exc_info=not isinstance(exc, BackendError))
         try:
             await asyncio.wait_for(worker.stopped.wait(), worker.settings.rescue_interval)
         except TimeoutError:

@@ -162,10 +162,10 @@ class Worker:
                     self.app.backend.jobs_claim, ClaimParams(self.id, self.queues, free, self.lease_seconds, self.limits, (), self.aging)
                 )
                 failures = 0
-            except BackendError as exc:
+            except Exception as exc:  # nothing but shutdown stops the worker: back off and try again
                 failures += 1
                 delay = min(0.1 * 2**failures, 5.0)
-                log.warning("claim failed (%s); retrying in %.1f s", exc, delay)
+                log.warning("claim failed (%s); retrying in %.1f s", exc, delay, exc_info=not isinstance(exc, BackendError))
                 await self._sleep(delay)
                 continue
             if self.batch_sizes:
