@@ -33,6 +33,7 @@ from conveyor.registry import Registry
 from conveyor.stats import Health, Stats, Thresholds, shape
 
 F = TypeVar("F", bound=Callable[..., Any])
+JobSpecTuple = tuple[str, Any] | tuple[str, Any, dict[str, Any]]
 
 
 class Conveyor:
@@ -119,12 +120,13 @@ class Conveyor:
         """
         return self.backend.jobs_insert([self.new_job(job_type, payload, options)], connection)[0].id
 
-    def enqueue_many(
-        self, jobs: Iterable[tuple[str, Any] | tuple[str, Any, dict[str, Any]]], *, connection: Any = None, **options: Any
-    ) -> list[int]:
+    def enqueue_many(self, jobs: Iterable[JobSpecTuple], *, connection: Any = None, **options: Any) -> list[int]:
         """Queue many jobs in one transaction: ``[(type, payload)]`` or ``[(type, payload, options)]``."""
-        rows = [self.new_job(item[0], item[1], {**options, **(item[2] if len(item) > 2 else {})}) for item in jobs]  # type: ignore[misc]
+        rows = self._new_jobs(jobs, options)
         return [inserted.id for inserted in self.backend.jobs_insert(rows, connection)] if rows else []
+
+    def _new_jobs(self, jobs: Iterable[JobSpecTuple], options: dict[str, Any]) -> list[NewJob]:
+        return [self.new_job(item[0], item[1], {**options, **(item[2] if len(item) > 2 else {})}) for item in jobs]
 
     @contextmanager
     def transaction(self) -> Iterator[Any]:
@@ -143,8 +145,8 @@ class Conveyor:
         inserted = await asyncio.to_thread(self.backend.jobs_insert, [row])
         return inserted[0].id
 
-    async def aenqueue_many(self, jobs: Iterable[tuple[str, Any] | tuple[str, Any, dict[str, Any]]], **options: Any) -> list[int]:
-        rows = [self.new_job(item[0], item[1], {**options, **(item[2] if len(item) > 2 else {})}) for item in jobs]  # type: ignore[misc]
+    async def aenqueue_many(self, jobs: Iterable[JobSpecTuple], **options: Any) -> list[int]:
+        rows = self._new_jobs(jobs, options)
         inserted = await asyncio.to_thread(self.backend.jobs_insert, rows)
         return [i.id for i in inserted]
 
@@ -162,7 +164,7 @@ class Conveyor:
         rows = []
         for s, deps in ordered:
             row = self.new_job(s.job_type, s.payload, {**s.options, "workflow_id": wf_id})
-            rows.append(replace(row, depends_on=deps))
+            rows.append(replace(row, depends_on=tuple(deps)))
         inserted = self.backend.jobs_insert(rows, connection)
         return WorkflowHandle(wf_id, {id(s): i.id for (s, _), i in zip(ordered, inserted)}, [i.id for i in inserted])
 

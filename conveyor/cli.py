@@ -72,7 +72,7 @@ def worker(app_path: str, queues: str | None, concurrency: int | None, processes
     run_one_worker(app, options)
 
 
-def run_one_worker(app: Conveyor, options: dict[str, object]) -> None:
+def run_one_worker(app: Conveyor, options: dict[str, Any]) -> None:
     """Run one worker; exit at once afterwards even if an overrunning sync handler's thread lingers."""
     try:
         app.run_worker(**options)

@@ -100,10 +100,8 @@ def resolve(defaults: JobOptions, overrides: EnqueueOptions | dict[str, Any]) ->
     unknown = set(overrides) - ENQUEUE_KEYS
     if unknown:
         raise OptionError(sorted(unknown)[0], f"unknown enqueue option; known: {', '.join(sorted(ENQUEUE_KEYS))}")
-    opts = replace(
-        defaults,
-        **{k: overrides[k] for k in ("queue", "priority", "max_attempts") if k in overrides},  # type: ignore[misc]
-    ) if any(k in overrides for k in ("queue", "priority", "max_attempts")) else defaults
+    changed: dict[str, Any] = {k: overrides[k] for k in ("queue", "priority", "max_attempts") if k in overrides}
+    opts = replace(defaults, **changed) if changed else defaults  # __post_init__ checks the new values
     delay = 0.0
     if "delay" in overrides:
         delay = seconds(overrides["delay"])
@@ -133,10 +131,10 @@ def resolve(defaults: JobOptions, overrides: EnqueueOptions | dict[str, Any]) ->
     depends_on: tuple[Dependency, ...] = ()
     if overrides.get("depends_on"):
         on_failure = overrides.get("on_failure", "cancel")
-        if on_failure not in ("cancel", "continue"):
+        if on_failure != "cancel" and on_failure != "continue":
             raise OptionError("on_failure", f"must be 'cancel' or 'continue', not {on_failure!r}")
         try:
-            depends_on = dependencies(overrides["depends_on"], on_failure)
+            depends_on = dependencies(overrides["depends_on"], "continue" if on_failure == "continue" else "cancel")
         except WorkflowError as exc:
             raise OptionError("depends_on", str(exc)) from None
     return Resolved(

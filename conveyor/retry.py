@@ -32,7 +32,7 @@ class Exponential:
         delay = min(self.cap, self.base * 2 ** max(0, attempt - 1))
         if self.jitter:
             delay = delay / 2 + random.uniform(0, delay / 2)
-        return delay
+        return float(delay)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +65,7 @@ def make_backoff(spec: BackoffSpec) -> Backoff:
             raise DeclarationError(f"backoff seconds must be >= 0, not {spec!r}")
         return Fixed(float(spec))
     if callable(spec):
-        return spec
+        return spec  # type: ignore[return-value]  # any callable attempt -> seconds is a Backoff
     raise DeclarationError(f"backoff must be 'exponential', 'fixed', seconds or a callable, not {spec!r}")
 
 
