@@ -74,6 +74,7 @@ def worker(app_path: str, queues: str | None, concurrency: int | None, processes
 
 def run_one_worker(app: Conveyor, options: dict[str, Any]) -> None:
     """Run one worker; exit at once afterwards even if an overrunning sync handler's thread lingers."""
+    limit_memory(app.settings.max_memory_mb)
     try:
         app.run_worker(**options)
     except ConveyorError as exc:
@@ -81,6 +82,19 @@ def run_one_worker(app: Conveyor, options: dict[str, Any]) -> None:
     if any(t.name.startswith("conveyor-job") and t.is_alive() for t in threading.enumerate()):
         logging.shutdown()
         os._exit(0)
+
+
+def limit_memory(megabytes: int | None) -> None:
+    """Cap this worker process's data (RLIMIT_DATA, ``max_memory_mb``): a handler that eats memory
+    then gets MemoryError, a readable reason in its job, instead of the kernel's OOM killer
+    taking the whole process and every job running in it."""
+    if megabytes is None:
+        return
+    import resource
+
+    limit = megabytes * 1024 * 1024
+    _, hard = resource.getrlimit(resource.RLIMIT_DATA)
+    resource.setrlimit(resource.RLIMIT_DATA, (limit if hard == resource.RLIM_INFINITY else min(limit, hard), hard))
 
 
 @main.command()

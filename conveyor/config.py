@@ -41,6 +41,8 @@ class Settings:
     health_pending_age: float = 300.0  # a due job waiting longer than this makes health degraded
     health_dead_growth: int = 10  # more new dead jobs than this in the last 15 minutes: degraded
     worker_stale_after: float = 60.0  # a worker silent this long counts as gone
+    # -- faults (see docs/faults.md) --
+    max_memory_mb: int | None = None  # RLIMIT_DATA of each worker process: a greedy handler gets MemoryError
 
     @classmethod
     def load(cls, toml_path: str | os.PathLike[str] | None = "conveyor.toml", env: dict[str, str] | None = None, **overrides: Any) -> Settings:
