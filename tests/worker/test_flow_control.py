@@ -190,7 +190,7 @@ def test_retry_after_reschedules_without_spending_an_attempt(app: Conveyor) -> N
     assert seen[1] - seen[0] >= 0.35
 
 
-@pytest.mark.parametrize("aging", [None, 0.6])
+@pytest.mark.parametrize("aging", [None, 0.5])
 def test_aging_lets_a_low_priority_job_through_a_flood_of_urgent_ones(app: Conveyor, aging: float | None) -> None:
     @app.job()
     async def work(p: dict) -> None:  # type: ignore[type-arg]
@@ -217,12 +217,13 @@ def test_aging_lets_a_low_priority_job_through_a_flood_of_urgent_ones(app: Conve
             low = app.enqueue("work", {"urgent": False}, priority=-10)
             enqueued = app.get_job(low).run_at
             if aging is None:
-                time.sleep(2.0)  # strict priority: it waits for as long as urgent work keeps coming
+                time.sleep(3.0)  # strict priority: it waits for as long as urgent work keeps coming
                 assert app.get_job(low).state is JobState.PENDING
             else:
                 wait_until(lambda: app.get_job(low).state is JobState.COMPLETED, timeout=10)
                 waited = (app.get_job(low).attempted_at - enqueued).total_seconds()  # type: ignore[operator]
-                assert aging <= waited < aging + 1.0
+                print(f"aging {aging} s under a flood: the low-priority job started after {waited:.2f} s")
+                assert aging <= waited < aging + 2.0  # the bound, plus slack for a loaded 2-core test machine
                 assert app.count_jobs(state="pending", type="work") > 0  # the flood was still on
     finally:
         flooding.clear()
