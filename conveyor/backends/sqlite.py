@@ -18,8 +18,6 @@ from conveyor.backends import migrate
 from conveyor.backends import sqlite_flow as flow
 from conveyor.backends import sqlite_graph as graph
 from conveyor.backends.base import (
-    read_json_columns,
-    read_state,
     FINAL,
     dependency_ids,
     initial_state,
@@ -36,7 +34,7 @@ from conveyor.backends.base import (
     WorkerInfo,
 )
 from conveyor.errors import BackendError, ConfigError
-from conveyor.job import Job, JobState
+from conveyor.job import Job, JobError, JobState
 from conveyor.timeutil import from_epoch, to_epoch
 
 NOW = "((julianday('now') - 2440587.5) * 86400.0)"
@@ -58,22 +56,18 @@ ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING
 RETURNING id
 """
 
-INSERT_JOBS = f"""
+INSERT_ROWS = f"""
 INSERT INTO conveyor_jobs (type, queue, state, payload, priority, max_attempts, run_at, created_at,
                            timeout, backoff, workflow_id, parent_id)
-SELECT r.type, r.queue, CASE WHEN r.at > {NOW} THEN 'scheduled' ELSE 'pending' END, r.payload, r.priority,
-       r.max_attempts, r.at, {NOW}, r.timeout, r.backoff, r.workflow_id, r.parent_id
-FROM (SELECT json_extract(value, '$[0]') AS type, json_extract(value, '$[1]') AS queue, json_extract(value, '$[2]') AS payload,
-             json_extract(value, '$[3]') AS priority, json_extract(value, '$[4]') AS max_attempts,
-             coalesce(json_extract(value, '$[5]'), {NOW} + json_extract(value, '$[6]')) AS at,
-             json_extract(value, '$[7]') AS timeout, json_extract(value, '$[8]') AS backoff,
-             json_extract(value, '$[9]') AS workflow_id, json_extract(value, '$[10]') AS parent_id, key
-      FROM json_each(?) ORDER BY key) AS r
+SELECT r.column1, r.column2, CASE WHEN r.at > {NOW} THEN 'scheduled' ELSE 'pending' END, r.column3, r.column4,
+       r.column5, r.at, {NOW}, r.column8, r.column9, r.column10, r.column11
+FROM (SELECT *, coalesce(column6, {NOW} + column7) AS at FROM (VALUES {{rows}})) AS r
 RETURNING id
 """
-"""Many plain jobs (no unique key, no dependencies) in one statement: one JSON array of rows
-``[[type, queue, payload, priority, max_attempts, run_at, delay, timeout, backoff, workflow_id,
-parent_id]]``, inserted in order, so their ascending ids follow it (one writer at a time)."""
+"""Many plain jobs (no unique key, no dependencies) in one statement, ``{rows}`` being that many
+``(type, queue, payload, priority, max_attempts, run_at, delay, timeout, backoff, workflow_id,
+parent_id)`` tuples. Rows go in in order, so their ascending ids follow it (one writer at a time)."""
+INSERT_CHUNK = 1000  # 11,000 bound values, well under SQLite's limit of 32,766
 
 RELEASE_EXPIRED_UNIQUE = f"UPDATE conveyor_jobs SET unique_key = NULL WHERE unique_key = ? AND unique_until <= {NOW}"
 
@@ -89,7 +83,7 @@ UPDATE conveyor_jobs SET
     finished_at = CASE WHEN o.state IN {FINISHED} THEN {NOW} ELSE NULL END,
     attempt = attempt - o.refund,
     result = o.result,
-    errors = CASE WHEN o.error IS NULL THEN errors ELSE json_insert(CASE WHEN json_valid(errors) THEN errors ELSE '[]' END, '$[#]', json_object(
+    errors = CASE WHEN o.error IS NULL THEN errors ELSE json_insert(errors, '$[#]', json_object(
         'attempt', attempt, 'at', {NOW}, 'error', o.error, 'traceback', o.traceback, 'worker_id', o.worker_id)) END,
     worker_id = NULL,
     lease_expires_at = NULL
@@ -110,7 +104,7 @@ UPDATE conveyor_jobs SET
     state = CASE WHEN attempt >= max_attempts THEN 'dead' ELSE 'pending' END,
     finished_at = CASE WHEN attempt >= max_attempts THEN {NOW} ELSE NULL END,
     run_at = {NOW},
-    errors = json_insert(CASE WHEN json_valid(errors) THEN errors ELSE '[]' END, '$[#]', json_object('attempt', attempt, 'at', {NOW},
+    errors = json_insert(errors, '$[#]', json_object('attempt', attempt, 'at', {NOW},
         'error', 'worker lost: its lease expired before the run finished', 'worker_id', worker_id)),
     worker_id = NULL,
     lease_expires_at = NULL
@@ -263,13 +257,7 @@ class SQLiteBackend:
 
     def _insert(self, conn: sqlite3.Connection, jobs: Sequence[NewJob]) -> list[Inserted]:
         if len(jobs) > 1 and not any(job.unique_key is not None or job.depends_on for job in jobs):
-            rows = json.dumps(
-                [
-                    [j.type, j.queue, j.payload, j.priority, j.max_attempts, j.run_at, j.delay, j.timeout, j.backoff, j.workflow_id, j.parent_id]
-                    for j in jobs
-                ]
-            )
-            return [Inserted(row[0]) for row in sorted(conn.execute(INSERT_JOBS, (rows,)).fetchall())]
+            return self._insert_plain(conn, jobs)
         out: list[Inserted] = []
         for job in jobs:
             if job.unique_key is not None:
@@ -305,6 +293,21 @@ class SQLiteBackend:
                 out.append(Inserted(row[0]))
                 if job.depends_on:
                     graph.add_edges(conn, row[0], job, parents, initial)
+        return out
+
+    @staticmethod
+    def _insert_plain(conn: sqlite3.Connection, jobs: Sequence[NewJob]) -> list[Inserted]:
+        """Jobs with nothing to check per row: a multi-row insert per chunk, not a statement per job."""
+        out: list[Inserted] = []
+        for start in range(0, len(jobs), INSERT_CHUNK):
+            chunk = jobs[start : start + INSERT_CHUNK]
+            values = [
+                v
+                for j in chunk
+                for v in (j.type, j.queue, j.payload, j.priority, j.max_attempts, j.run_at, j.delay, j.timeout, j.backoff, j.workflow_id, j.parent_id)
+            ]
+            rows = conn.execute(INSERT_ROWS.format(rows=",".join(["(?,?,?,?,?,?,?,?,?,?,?)"] * len(chunk))), values).fetchall()
+            out += [Inserted(row[0]) for row in sorted(rows)]
         return out
 
     # -- the life of a run --------------------------------------------------------------
@@ -470,7 +473,7 @@ class SQLiteBackend:
         with self._write() as conn:
             ids = [r[0] for r in conn.execute(
                 f"UPDATE conveyor_jobs SET state = 'cancelled', finished_at = {NOW}, "
-                f"errors = json_insert(CASE WHEN json_valid(errors) THEN errors ELSE '[]' END, '$[#]', json_object('attempt', attempt, 'at', {NOW}, 'error', 'cancelled')) "
+                f"errors = json_insert(errors, '$[#]', json_object('attempt', attempt, 'at', {NOW}, 'error', 'cancelled')) "
                 f"WHERE {clause} AND state IN ('waiting', 'scheduled', 'pending') RETURNING id",
                 args,
             ).fetchall()]
@@ -604,14 +607,12 @@ class SQLiteBackend:
 
     @staticmethod
     def _job(r: Sequence[Any]) -> Job:
-        cols = read_json_columns(r[4], r[19], r[20], r[21])
-        state, odd_state = read_state(r[3])
         return Job(
             id=r[0],
             type=r[1],
             queue=r[2],
-            state=state,
-            payload=cols.payload,
+            state=JobState(r[3]),
+            payload=json.loads(r[4]),
             priority=r[5],
             attempt=r[6],
             max_attempts=r[7],
@@ -626,11 +627,10 @@ class SQLiteBackend:
             unique_key=r[16],
             workflow_id=r[17],
             parent_id=r[18],
-            progress=cols.progress,
-            result=cols.result,
-            errors=cols.errors,
+            progress=None if r[19] is None else json.loads(r[19]),
+            result=None if r[20] is None else json.loads(r[20]),
+            errors=tuple(JobError.from_dict(e) for e in json.loads(r[21])),
             backoff=r[22],
-            corrupt="; ".join(p for p in (cols.corrupt, odd_state) if p) or None,
         )
 
 
