@@ -331,8 +331,10 @@ class Conveyor:
     def cron_sync(self, replace: bool = True) -> None:
         """Write the declared schedules to their rows (workers do this when they start).
 
-        With ``replace``, rows this app no longer declares are disabled; without it, only
-        declared schedules that have no row yet are added.
+        With ``replace``, rows are updated to the declarations, and a schedule of one of this
+        app's job types that it no longer declares is disabled (schedules of job types the app
+        does not know belong to another app sharing the database and are left alone); without
+        it, only declared schedules that have no row yet are added.
         """
         now = self.now()
         rows = []
@@ -342,7 +344,7 @@ class Conveyor:
                 NewSchedule(spec.name, spec.cron.expression, spec.cron.tz, spec.job_type, job.payload,
                             json.dumps(spec.options), spec.missed.value, spec.cron.next_after(now))
             )
-        self.backend.schedules_sync(rows, replace)
+        self.backend.schedules_sync(rows, [spec.name for spec in self.registry] if replace else None)
 
     def cron_list(self) -> list[Schedule]:
         """Every schedule with its next fire time, soonest first (disabled ones: no longer declared)."""

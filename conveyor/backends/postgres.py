@@ -549,9 +549,11 @@ class PostgresBackend:
         jobs.sort(key=lambda j: (-j.priority, j.id))
         return jobs
 
-    def schedules_sync(self, schedules: Sequence[NewSchedule], replace: bool) -> None:
+    def schedules_sync(self, schedules: Sequence[NewSchedule], owned_types: Sequence[str] | None) -> None:
+        """Write declared schedules. ``owned_types`` (the syncing app's job types): update rows and
+        disable the rows of those types no longer declared; None: only add missing rows."""
         with self._conn() as conn:
-            flow.schedules_sync(conn, schedules, replace)
+            flow.schedules_sync(conn, schedules, owned_types)
 
     def schedules_list(self) -> list[Schedule]:
         with self._conn() as conn:

@@ -140,7 +140,7 @@ def heads(conn: psycopg.Connection[Any], queue: str, priority: int, n: int, ex: 
 # -- schedules ------------------------------------------------------------------------
 
 
-def schedules_sync(conn: psycopg.Connection[Any], schedules: Sequence[NewSchedule], replace: bool) -> None:
+def schedules_sync(conn: psycopg.Connection[Any], schedules: Sequence[NewSchedule], owned_types: Sequence[str] | None) -> None:
     columns = (
         [s.name for s in schedules],
         [s.expression for s in schedules],
@@ -151,16 +151,14 @@ def schedules_sync(conn: psycopg.Connection[Any], schedules: Sequence[NewSchedul
         [s.missed for s in schedules],
         [s.next_fire_at for s in schedules],
     )
-    if not replace:
-        if schedules:
-            conn.execute(INSERT_SCHEDULE + " ON CONFLICT (name) DO NOTHING", columns)
-        return
     if schedules:
-        conn.execute(UPSERT_SCHEDULE, columns)
-    conn.execute(
-        "UPDATE conveyor_schedules SET enabled = false, updated_at = now() WHERE enabled AND NOT (name = ANY(%s::text[]))",
-        ([s.name for s in schedules],),
-    )
+        conn.execute((INSERT_SCHEDULE + " ON CONFLICT (name) DO NOTHING") if owned_types is None else UPSERT_SCHEDULE, columns)
+    if owned_types is not None:
+        conn.execute(
+            "UPDATE conveyor_schedules SET enabled = false, updated_at = now() "
+            "WHERE enabled AND job_type = ANY(%s::text[]) AND NOT (name = ANY(%s::text[]))",
+            (list(owned_types), [s.name for s in schedules]),
+        )
 
 
 def schedules_list(conn: psycopg.Connection[Any], active_only: bool = False) -> list[Schedule]:

@@ -128,7 +128,7 @@ def heads(conn: sqlite3.Connection, queue: str, priority: int, n: int, ex: flow.
 # -- schedules ------------------------------------------------------------------------
 
 
-def schedules_sync(conn: sqlite3.Connection, schedules: Sequence[NewSchedule], replace: bool) -> None:
+def schedules_sync(conn: sqlite3.Connection, schedules: Sequence[NewSchedule], owned_types: Sequence[str] | None) -> None:
     rows = [
         {
             "name": s.name,
@@ -142,14 +142,14 @@ def schedules_sync(conn: sqlite3.Connection, schedules: Sequence[NewSchedule], r
         }
         for s in schedules
     ]
-    if not replace:
+    if owned_types is None:
         conn.executemany(INSERT_SCHEDULE + "ON CONFLICT (name) DO NOTHING", rows)
         return
     conn.executemany(UPSERT_SCHEDULE, rows)
     conn.execute(
-        f"UPDATE conveyor_schedules SET enabled = 0, updated_at = {NOW} "
-        "WHERE enabled AND name NOT IN (SELECT value FROM json_each(?))",
-        (json.dumps([s.name for s in schedules]),),
+        f"UPDATE conveyor_schedules SET enabled = 0, updated_at = {NOW} WHERE enabled "
+        "AND job_type IN (SELECT value FROM json_each(?)) AND name NOT IN (SELECT value FROM json_each(?))",
+        (json.dumps(list(owned_types)), json.dumps([s.name for s in schedules])),
     )
 
 

@@ -47,6 +47,8 @@ async def scheduler_loop(worker: Worker) -> None:
             delay = await worker.bridge.call(tick, app)
         except BackendError as exc:
             log.warning("scheduler pass failed (%s); retrying", exc)
+        except Exception:  # a bug here must not stop this worker's schedules for good
+            log.exception("scheduler pass failed; retrying")
         await pause(worker, delay)
 
 
@@ -55,6 +57,8 @@ def tick(app: Conveyor) -> float:
     now, schedules = app.backend.schedules_due()
     wait = MAX_TICK
     for schedule in schedules:
+        if schedule.job_type not in app.registry:
+            continue  # another app's schedule (its workers know the job type and fire it)
         if schedule.next_fire_at > now:
             wait = min(wait, (schedule.next_fire_at - now).total_seconds())
             continue

@@ -158,3 +158,23 @@ def test_fired_jobs_are_pending_jobs_like_any_other(app: Conveyor) -> None:
     for job in jobs:
         assert job.state is JobState.PENDING and job.queue == "reports" and job.payload == {"kind": "tick"}
         assert job.unique_key is not None and job.unique_key.startswith("cron:daily_report:")
+
+
+def test_apps_sharing_a_database_keep_each_others_schedules(app: Conveyor) -> None:
+    declare(app)
+    app.cron("* * * * *", "ping")
+    app.cron_sync()
+    other = Conveyor(app.settings.database_url)
+
+    @other.job()
+    def cleanup(p: dict) -> None:  # type: ignore[type-arg]
+        return None
+
+    other.cron("0 4 * * *", "cleanup")
+    other.cron_sync()  # knows nothing of "ping": leaves its schedule alone
+    rows = {s.name: s for s in app.backend.schedules_list()}
+    assert rows["ping"].active and rows["cleanup"].active
+    app.backend.schedule_set("cleanup", paused=False, next_fire_at=app.now() - timedelta(seconds=1))
+    tick(app)  # not this app's job type: its own workers fire it
+    assert app.count_jobs(type="cleanup") == 0 and app.schedule("cleanup").next_fire_at < app.now()
+    other.close()

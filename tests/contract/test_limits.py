@@ -147,3 +147,20 @@ def test_limit_declarations_are_checked() -> None:
         app.job(rate_limit="lots")(lambda p: None)
     with pytest.raises(DeclarationError, match="concurrency"):
         app.job(concurrency=0)(lambda p: None)
+
+
+def test_retry_after_reads_seconds_and_http_dates() -> None:
+    from datetime import UTC, datetime
+
+    from conveyor.outcome import Snooze
+    from conveyor.ratelimit import RetryAfter, retry_after_seconds
+
+    now = datetime(2030, 1, 1, 12, 0, 0, tzinfo=UTC)
+    assert retry_after_seconds("120") == 120.0
+    assert retry_after_seconds("Tue, 01 Jan 2030 12:00:30 GMT", now=now) == 30.0
+    assert retry_after_seconds("Tue, 01 Jan 2030 11:00:00 GMT", now=now) == 0.0  # already past
+    assert retry_after_seconds("soon", default=7) == 7.0
+    assert retry_after_seconds(None, default=9) == 9.0
+    assert retry_after_seconds(timedelta(minutes=2)) == 120.0
+    snooze = RetryAfter("3")
+    assert isinstance(snooze, Snooze) and snooze.seconds == 3.0
