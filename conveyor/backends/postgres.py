@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -40,7 +41,7 @@ from conveyor.job import Job, JobState
 
 log = logging.getLogger("conveyor.postgres")
 
-CHANNEL = "conveyor_jobs"
+CHANNEL = "conveyor_jobs"  # plus a hash of the schema: apps in other schemas do not wake each other
 MIGRATION_LOCK = 7_261_001  # pg_advisory_xact_lock key that serialises concurrent migrators
 FINISHED = "('completed','dead','cancelled')"
 J_COLUMNS = ", ".join(f"j.{c.strip()}" for c in JOB_COLUMNS.split(","))
@@ -132,6 +133,7 @@ class PostgresBackend:
         self._listen_thread: threading.Thread | None = None
         self._closing = threading.Event()
         self._migrated = False
+        self.channel = CHANNEL
 
     # -- connections -------------------------------------------------------------------
 
@@ -175,6 +177,8 @@ class PostgresBackend:
         applied: list[int] = []
         try:
             with self.pool.connection(timeout=30) as conn:
+                schema = conn.execute("SELECT current_schema()").fetchone()
+                self.channel = f"{CHANNEL}_{hashlib.sha1(str(schema and schema[0]).encode()).hexdigest()[:12]}"
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
                 conn.execute(
                     "CREATE TABLE IF NOT EXISTS conveyor_migrations "
@@ -264,7 +268,7 @@ class PostgresBackend:
         ).fetchall()
         ready_queues = sorted({r[3] for r in rows if r[2] == "pending"})
         if ready_queues:
-            conn.execute("SELECT pg_notify(%s, q) FROM unnest(%s::text[]) AS q", (CHANNEL, ready_queues))
+            conn.execute("SELECT pg_notify(%s, q) FROM unnest(%s::text[]) AS q", (self.channel, ready_queues))
         if len(rows) == len(jobs):  # nothing deduplicated: ids follow the insert order
             return [Inserted(r[0]) for r in sorted(rows)]
         return self._match_inserted(conn, jobs, rows)
@@ -358,7 +362,7 @@ class PostgresBackend:
                     self._adopt(conn, o)
             woke = graph.resolve(conn, [o.lease.job_id for o in outcomes if o.lease.job_id in won_set and o.state in FINAL])
             if woke or any(o.state is JobState.PENDING and o.delay <= 0 for o in outcomes):
-                conn.execute("SELECT pg_notify(%s, '')", (CHANNEL,))
+                conn.execute("SELECT pg_notify(%s, '')", (self.channel,))
         return [o.lease.job_id for o in outcomes if o.lease.job_id in won_set]
 
     def _adopt(self, conn: psycopg.Connection[Any], o: Outcome) -> None:
@@ -393,7 +397,7 @@ class PostgresBackend:
                 ([x.job_id for x in leases], [x.token for x in leases]),
             )
             if cur.rowcount:
-                conn.execute("SELECT pg_notify(%s, '')", (CHANNEL,))
+                conn.execute("SELECT pg_notify(%s, '')", (self.channel,))
             return cur.rowcount
 
     def jobs_rescue(self, limit: int = 1000) -> list[int]:
@@ -401,7 +405,7 @@ class PostgresBackend:
             rows = conn.execute(RESCUE, (limit,)).fetchall()
             woke = graph.resolve(conn, [r[0] for r in rows if r[1] == "dead"])
             if woke or any(r[1] == "pending" for r in rows):
-                conn.execute("SELECT pg_notify(%s, '')", (CHANNEL,))
+                conn.execute("SELECT pg_notify(%s, '')", (self.channel,))
         return [r[0] for r in rows]
 
     def job_progress(self, lease: Lease, progress: str) -> bool:
@@ -465,7 +469,7 @@ class PostgresBackend:
                 args,
             )
             if cur.rowcount:
-                conn.execute("SELECT pg_notify(%s, '')", (CHANNEL,))
+                conn.execute("SELECT pg_notify(%s, '')", (self.channel,))
             return cur.rowcount
 
     def jobs_cancel(self, where: JobFilter) -> int:
@@ -478,7 +482,7 @@ class PostgresBackend:
                 args,
             ).fetchall()]
             if graph.resolve(conn, ids):
-                conn.execute("SELECT pg_notify(%s, '')", (CHANNEL,))
+                conn.execute("SELECT pg_notify(%s, '')", (self.channel,))
         return len(ids)
 
     def jobs_purge(self, where: JobFilter) -> int:
@@ -536,7 +540,7 @@ class PostgresBackend:
     def workflow_retry(self, workflow_id: str) -> int:
         with self._conn() as conn:
             count = graph.retry_workflow(conn, workflow_id)
-            conn.execute("SELECT pg_notify(%s, '')", (CHANNEL,))
+            conn.execute("SELECT pg_notify(%s, '')", (self.channel,))
         return count
 
     # -- flow control and schedules (conveyor/backends/postgres_flow.py) -----------------
@@ -616,14 +620,16 @@ class PostgresBackend:
         delay = 0.1
         while not self._closing.is_set():
             try:
+                if not self._migrated:
+                    self.migrate()  # also names this schema's channel
                 with psycopg.connect(self.url, autocommit=True) as conn:
-                    conn.execute(f"LISTEN {CHANNEL}")
+                    conn.execute(f"LISTEN {self.channel}")
                     delay = 0.1
                     self._fire()  # anything enqueued while we were not listening
                     while not self._closing.is_set():
                         for _ in conn.notifies(timeout=0.5, stop_after=1):
                             self._fire()
-            except psycopg.Error as exc:
+            except (psycopg.Error, BackendError) as exc:
                 log.warning("LISTEN connection lost (%s); reconnecting in %.1f s", exc, delay)
                 self._closing.wait(delay)
                 delay = min(delay * 2, 5.0)
