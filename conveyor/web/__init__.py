@@ -20,6 +20,7 @@ from conveyor.errors import BackendUnavailable, ConveyorError, InvalidTransition
 from conveyor.metrics import exposition
 from conveyor.web import api, dashboard
 from conveyor.web.auth import Token, Tokens, reader
+from conveyor.web.limits import SizeLimit
 
 __all__ = ["Token", "create_app"]
 
@@ -84,4 +85,5 @@ def create_app(app: Conveyor, *, tokens: Iterable[Token] | None = None, title: s
     web.include_router(api.router)
     web.include_router(dashboard.router)
     web.mount("/static", StaticFiles(directory=STATIC), name="static")
+    web.add_middleware(SizeLimit)  # 413 for oversized bodies, 431 for oversized headers (conveyor/web/limits.py)
     return web

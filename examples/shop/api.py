@@ -20,7 +20,9 @@ from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from conveyor import Job, JobState
+from conveyor.errors import BackendError
 from conveyor.web import create_app as create_admin
+from conveyor.web.limits import SizeLimit
 from conveyor.webhooks import WebhookURLRefused, check_url, new_secret
 from examples.shop import mailbox
 from examples.shop.config import ShopConfig
@@ -102,6 +104,12 @@ def create_api(config: ShopConfig | None = None, shop: Shop | None = None) -> Fa
         ]
         return JSONResponse({"error": "invalid request", "errors": errors}, status_code=422)
 
+    @api.exception_handler(BackendError)
+    async def database_down(_: Request, exc: BackendError) -> JSONResponse:
+        # the order's transaction did not commit: nothing of it is saved, and the client may retry
+        body = {"error": "database unavailable", "detail": "the shop cannot reach its database right now; nothing was saved, try again shortly"}
+        return JSONResponse(body, status_code=503, headers={"retry-after": "2"})
+
     @api.exception_handler(OrderRefused)
     async def refused(_: Request, exc: OrderRefused) -> JSONResponse:
         return JSONResponse(exc.detail, status_code=exc.status)
@@ -160,6 +168,7 @@ def create_api(config: ShopConfig | None = None, shop: Shop | None = None) -> Fa
         return mailbox.read(cfg.mailbox)
 
     mount_dashboard(api, shop)
+    api.add_middleware(SizeLimit, max_body_bytes=64 * 1024)  # an order is a few hundred bytes
     return api
 
 
