@@ -16,6 +16,7 @@ import sqlite3
 import sys
 import threading
 import time
+import uuid
 from typing import Any
 
 TRUE_TIME = time.time  # the evidence is written in true time, whatever this process believes
@@ -54,11 +55,11 @@ local = threading.local()
 
 CREATE = {
     "sqlite": [
-        "CREATE TABLE IF NOT EXISTS faults_runs (id INTEGER PRIMARY KEY, job_id INTEGER, pid INTEGER, started REAL, ended REAL, clock REAL)",
+        "CREATE TABLE IF NOT EXISTS faults_runs (id TEXT PRIMARY KEY, job_id INTEGER, pid INTEGER, started REAL, ended REAL, clock REAL)",
         "CREATE TABLE IF NOT EXISTS faults_deaths (pid INTEGER, at REAL)",
     ],
     "postgres": [
-        "CREATE TABLE IF NOT EXISTS faults_runs (id BIGSERIAL PRIMARY KEY, job_id BIGINT, pid INTEGER, started DOUBLE PRECISION, ended DOUBLE PRECISION, clock DOUBLE PRECISION)",
+        "CREATE TABLE IF NOT EXISTS faults_runs (id TEXT PRIMARY KEY, job_id BIGINT, pid INTEGER, started DOUBLE PRECISION, ended DOUBLE PRECISION, clock DOUBLE PRECISION)",
         "CREATE TABLE IF NOT EXISTS faults_deaths (pid INTEGER, at DOUBLE PRECISION)",
     ],
 }
@@ -95,14 +96,17 @@ def write(sql: str, args: tuple[Any, ...]) -> Any:
     return None
 
 
-def started(job_id: int) -> int:
+def started(job_id: int) -> str:
+    """Record a run's start. Its id is made here, so a retried insert (the reply lost in an outage)
+    cannot record one run twice."""
+    run_id = uuid.uuid4().hex
     # clock: what this process believes the time is (differs from started under FAULTS_CLOCK_SKEW)
-    sql = "INSERT INTO faults_runs (job_id, pid, started, clock) VALUES (?, ?, ?, ?) RETURNING id"
-    (run_id,) = write(sql, (job_id, os.getpid(), TRUE_TIME(), time.time()))
-    return int(run_id)
+    sql = "INSERT INTO faults_runs (id, job_id, pid, started, clock) VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING"
+    write(sql, (run_id, job_id, os.getpid(), TRUE_TIME(), time.time()))
+    return run_id
 
 
-def ended(run_id: int) -> None:
+def ended(run_id: str) -> None:
     write("UPDATE faults_runs SET ended = ? WHERE id = ?", (TRUE_TIME(), run_id))
 
 
