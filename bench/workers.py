@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Self
 
 ROOT = Path(__file__).resolve().parent.parent
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 class WorkerProcess:
@@ -63,6 +64,17 @@ class WorkerProcess:
             except OSError:
                 continue
         return best
+
+    def cpu_seconds(self) -> float:
+        """User plus system CPU time used so far by the worker and its children (from /proc)."""
+        total = 0.0
+        for pid in self.pids():
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+        return total
 
     def check(self) -> None:
         if self.proc.poll() is not None:
