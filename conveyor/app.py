@@ -348,9 +348,11 @@ class Conveyor:
 
     def cron_list(self) -> list[Schedule]:
         """Every schedule with its next fire time, soonest first (disabled ones: no longer declared)."""
-        if self.registry.schedules:
+        rows = self.backend.schedules_list()
+        if set(self.registry.schedules) - {s.name for s in rows}:  # declared here, not written yet
             self.cron_sync(replace=False)
-        return self.backend.schedules_list()
+            rows = self.backend.schedules_list()
+        return rows
 
     def cron_pause(self, name: str) -> None:
         """Stop firing ``name`` until resumed (fires while paused are skipped)."""
