@@ -142,10 +142,16 @@ def test_a_batch_handler_gets_lists_and_only_failed_items_retry(app: Conveyor) -
     def send(emails: list[Email], ctx: BatchContext) -> list[object]:
         assert all(isinstance(e, Email) for e in emails) and len(ctx.jobs) == len(emails)
         calls.append([e.to for e in emails])
+        for item, e in zip(ctx.items, emails):
+            item.enqueue("log_delivery", {"to": e.to})  # stored only if that item completes
         bad = {i: "bounced" for i, e in enumerate(emails) if e.to.startswith("bad")}
         if bad:
             raise BatchError(bad, results=[f"sent to {e.to}" for e in emails])
         return [f"sent to {e.to}" for e in emails]
+
+    @app.job()
+    def log_delivery(p: dict) -> None:  # type: ignore[type-arg]
+        return None
 
     ids = app.enqueue_many([("send", {"to": to}) for to in ("a@x", "bad@x", "b@x", "c@x", "d@x", "e@x")])
     with pytest.raises(Exception, match="to"):
@@ -159,6 +165,9 @@ def test_a_batch_handler_gets_lists_and_only_failed_items_retry(app: Conveyor) -
     assert (good.attempt, good.result) == (1, "sent to a@x")
     dead = app.get_job(ids[1])
     assert dead.attempt == 2 and [e.error for e in dead.errors] == ["ItemFailed: bounced"] * 2
+    children = app.list_jobs(type="log_delivery")
+    assert sorted(j.payload["to"] for j in children) == ["a@x", "b@x", "c@x", "d@x", "e@x"]  # none for the bounced one
+    assert {j.parent_id for j in children} == set(ids) - {ids[1]}
 
 
 def test_a_batch_handler_that_raises_fails_every_item(app: Conveyor) -> None:
