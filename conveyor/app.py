@@ -15,20 +15,18 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from conveyor.backends import from_url
-from conveyor.backends.base import Backend, JobFilter, NewJob, WorkerInfo
+from conveyor.backends.base import Backend, JobFilter, NewJob, NewSchedule, Schedule, WorkerInfo
 from conveyor.backends.insights import AuditEntry, Insights, NewAuditEntry, PruneParams, SnapshotParams, WorkflowSummary, insights_for
-from conveyor.backends.base import NewSchedule, Schedule
 from conveyor.config import Settings
 from conveyor.cron import Cron, CronSpec
 from conveyor.cron import declare as declare_cron
-from conveyor.errors import DeclarationError, ScheduleNotFound
-from conveyor.ratelimit import QueuePolicy
-from conveyor.errors import InvalidTransition, JobNotFound, WorkflowError
+from conveyor.errors import DeclarationError, InvalidTransition, JobNotFound, ScheduleNotFound, WorkflowError
 from conveyor.events import EventName, Events, JobEvent
 from conveyor.job import Job, JobState
 from conveyor.workflow import Flow, WorkflowStatus, collect, overall_state, topological
 from conveyor.options import resolve
 from conveyor.payload import encode
+from conveyor.ratelimit import QueuePolicy
 from conveyor.registry import Registry
 from conveyor.stats import Health, Stats, Thresholds, shape
 

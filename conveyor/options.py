@@ -7,8 +7,8 @@ from datetime import datetime, timedelta
 from typing import Any, TypedDict
 
 from conveyor.backends.base import Dependency
-from conveyor.ratelimit import RateLimit, check_concurrency
 from conveyor.errors import OptionError, WorkflowError
+from conveyor.ratelimit import RateLimit, check_concurrency
 from conveyor.retry import Backoff, BackoffSpec, make_backoff
 from conveyor.timeutil import seconds, to_epoch
 from conveyor.workflow import dependencies

@@ -10,13 +10,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from conveyor.backends.base import Lease, Outcome
+from conveyor.batch import BatchContext, item_outcomes
 from conveyor.context import JobContext, encode_result
 from conveyor.errors import PayloadError
 from conveyor.job import Job, JobState
 from conveyor.options import decode_backoff
 from conveyor.outcome import Cancelled, Complete, Dead, Decision, Retry, Snoozed, decide
 from conveyor.payload import decode
-from conveyor.batch import BatchContext, item_outcomes
 from conveyor.registry import JobSpec
 from conveyor.retry import Backoff
 

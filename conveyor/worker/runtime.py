@@ -22,8 +22,8 @@ from conveyor.worker.bridge import Bridge
 from conveyor.worker.completer import Completer
 from conveyor.worker.executor import Executor, RunResult, outcome_name
 from conveyor.worker.heartbeat import heartbeat_loop, rescue_loop, worker_info
-from conveyor.worker.scheduler import scheduler_loop
 from conveyor.worker.pruner import prune_loop
+from conveyor.worker.scheduler import scheduler_loop
 
 if TYPE_CHECKING:
     from conveyor.app import Conveyor
