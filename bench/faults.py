@@ -35,9 +35,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.chaos import fresh_database, overlaps, query  # noqa: E402
-from bench.outage_proxy import OutageProxy, free_port  # noqa: E402
-from conveyor import Conveyor, JobState  # noqa: E402
+from bench.chaos import fresh_database, overlaps, query
+from bench.outage_proxy import OutageProxy, free_port
+from conveyor import Conveyor, JobState
 
 APP = "bench.faults_app:app"
 HOSTILE = ("exit_process", "hang_async", "hang_sync", "eat_memory", "hostile_str")  # as in bench/faults_app.py
@@ -104,7 +104,7 @@ def prepare(url: str) -> Conveyor:
     os.environ["CONVEYOR_DATABASE_URL"] = url
     client = Conveyor(url)
     client.backend.migrate()
-    import bench.faults_app as bench_app  # noqa: PLC0415 - its app reads the URL from the environment
+    import bench.faults_app as bench_app
 
     for statement in bench_app.CREATE[client.backend.flavour]:  # type: ignore[attr-defined]
         query(url, statement)
@@ -314,8 +314,15 @@ def scenario_hostile(backend: str, quick: bool, logs: Path) -> dict[str, Any]:
     procs = Processes(logs)
     client = prepare(url)
     try:
-        normal_ids = set(client.enqueue_many([("record", {"n": i, "sleep": 0.01}) for i in range(normal)], queue="faults"))
-        hostile_ids = {name: client.enqueue(name, {}, queue="faults") for name in HOSTILE}
+        from datetime import timedelta
+
+        # the os._exit and half the normal jobs come 6 s later, so the other hostile handlers show
+        # their own failure first instead of dying with the process, and normal work is in flight
+        later = timedelta(seconds=6)
+        half = normal // 2
+        normal_ids = set(client.enqueue_many([("record", {"n": i, "sleep": 0.01}) for i in range(half)], queue="faults"))
+        normal_ids |= set(client.enqueue_many([("record", {"n": i, "sleep": 0.01}) for i in range(half, normal)], queue="faults", delay=later))
+        hostile_ids = {name: client.enqueue(name, {}, queue="faults", **({"delay": later} if name == "exit_process" else {})) for name in HOSTILE}
         env = base_env(url, CONVEYOR_LEASE_SECONDS="3", CONVEYOR_RESCUE_INTERVAL="0.5", CONVEYOR_MAX_MEMORY_MB="512")
         procs.workers("hostile-workers", env, 2)
         started = time.monotonic()

@@ -44,7 +44,7 @@ def skew_clock() -> None:
             module.datetime = SkewedDatetime  # type: ignore[attr-defined]
 
 
-from conveyor import Conveyor, JobContext  # noqa: E402
+from conveyor import Conveyor, JobContext
 
 if SKEW:
     skew_clock()
