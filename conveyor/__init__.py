@@ -1,7 +1,8 @@
 """Conveyor: background jobs kept in the database your application already has."""
 
 from conveyor.app import Conveyor
-from conveyor.backends.base import JobFilter, WorkerInfo
+from conveyor.backends.base import JobFilter, Schedule, WorkerInfo
+from conveyor.batch import BatchContext, BatchError, ItemFailed
 from conveyor.config import Settings
 from conveyor.context import JobContext
 from conveyor.errors import (
@@ -14,24 +15,23 @@ from conveyor.errors import (
     JobNotFound,
     OptionError,
     PayloadError,
+    ScheduleNotFound,
     UnknownJobType,
     WorkflowError,
 )
 from conveyor.events import JobEvent
 from conveyor.job import Job, JobError, JobState, Priority
 from conveyor.outcome import Cancel, Snooze
-from conveyor.workflow import After, PendingJob, WorkflowStatus, chain, group, step
+from conveyor.ratelimit import RateLimit, RetryAfter
 from conveyor.retry import Exponential, Fixed
+from conveyor.workflow import After, PendingJob, WorkflowStatus, chain, group, step
 
 __all__ = [
     "After",
-    "PendingJob",
-    "WorkflowStatus",
-    "chain",
-    "group",
-    "step",
     "BackendError",
     "BackendUnavailable",
+    "BatchContext",
+    "BatchError",
     "Cancel",
     "ConfigError",
     "Conveyor",
@@ -40,6 +40,7 @@ __all__ = [
     "Exponential",
     "Fixed",
     "InvalidTransition",
+    "ItemFailed",
     "Job",
     "JobContext",
     "JobError",
@@ -49,11 +50,20 @@ __all__ = [
     "JobState",
     "OptionError",
     "PayloadError",
+    "PendingJob",
     "Priority",
+    "RateLimit",
+    "RetryAfter",
+    "Schedule",
+    "ScheduleNotFound",
     "Settings",
     "Snooze",
     "UnknownJobType",
     "WorkerInfo",
     "WorkflowError",
+    "WorkflowStatus",
+    "chain",
+    "group",
+    "step",
 ]
 __version__ = "0.1.0"

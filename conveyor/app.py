@@ -7,28 +7,35 @@ import hashlib
 import json
 import threading
 import uuid
-from dataclasses import dataclass, replace
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, TypeVar
 
 from conveyor.backends import from_url
 from conveyor.backends.base import Backend, JobFilter, NewJob, NewSchedule, Schedule, WorkerInfo
-from conveyor.backends.insights import AuditEntry, Insights, NewAuditEntry, PruneParams, SnapshotParams, WorkflowSummary, insights_for
+from conveyor.backends.insights import (
+    AuditEntry,
+    Insights,
+    NewAuditEntry,
+    PruneParams,
+    SnapshotParams,
+    WorkflowSummary,
+    insights_for,
+)
 from conveyor.config import Settings
 from conveyor.cron import Cron, CronSpec
 from conveyor.cron import declare as declare_cron
 from conveyor.errors import DeclarationError, InvalidTransition, JobNotFound, ScheduleNotFound, WorkflowError
 from conveyor.events import EventName, Events, JobEvent
 from conveyor.job import Job, JobState
-from conveyor.workflow import Flow, WorkflowStatus, collect, overall_state, topological
 from conveyor.options import resolve
 from conveyor.payload import encode
 from conveyor.ratelimit import QueuePolicy
 from conveyor.registry import Registry
 from conveyor.stats import Health, Stats, Thresholds, shape
+from conveyor.workflow import Flow, WorkflowStatus, collect, overall_state, topological
 
 F = TypeVar("F", bound=Callable[..., Any])
 JobSpecTuple = tuple[str, Any] | tuple[str, Any, dict[str, Any]]
@@ -245,7 +252,7 @@ class Conveyor:
         cached = self.__dict__.get("_insights")
         if cached is None or cached[0] is not backend:
             cached = self.__dict__["_insights"] = (backend, insights_for(backend))
-        return cached[1]  # type: ignore[no-any-return]
+        return cached[1]
 
     def stats(self, window: float = 900.0, bucket: float = 10.0) -> Stats:
         """Counts, throughput, failure rate, run and wait times per queue and type, and health.

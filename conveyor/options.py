@@ -169,8 +169,11 @@ def decode_backoff(stored: str) -> Backoff:
 
 
 def check_name(option: str, value: Any) -> str:
+    """Job type, queue and schedule names: printable text, so every backend stores them alike."""
     if not isinstance(value, str) or not value or len(value) > 128:
         raise OptionError(option, f"must be a non-empty string of at most 128 characters, not {value!r}")
+    if not value.isprintable():
+        raise OptionError(option, f"must not contain control characters, got {value!r}")
     return value
 
 

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
 from conveyor.errors import PayloadError
+
+NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+"""JSON's escape for a NUL character (an odd run of backslashes before u0000)."""
 
 MAX_PAYLOAD_BYTES = 1_048_576
 """A payload is a job's arguments, not its data: large blobs belong in storage, referenced by id."""
@@ -42,6 +46,8 @@ def encode(job_type: str, model: type[BaseModel] | None, data: Any, max_bytes: i
             text = json.dumps(data, separators=(",", ":"), allow_nan=False)
         except (TypeError, ValueError) as exc:
             raise PayloadError(job_type, [{"field": "", "message": f"payload is not JSON-serializable: {exc}", "type": "json_type"}]) from None
+    if NUL_ESCAPE.search(text):  # PostgreSQL's jsonb cannot hold NUL: refuse it on every backend
+        raise PayloadError(job_type, [{"field": "", "message": "payload contains a NUL character (\\u0000), which cannot be stored", "type": "nul_character"}])
     if len(text) > max_bytes:
         raise PayloadError(job_type, [{"field": "", "message": f"payload is {len(text)} bytes, over the limit of {max_bytes}", "type": "too_large"}])
     return text

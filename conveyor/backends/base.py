@@ -18,7 +18,6 @@ from typing import Any, Protocol
 from conveyor.errors import WorkflowError
 from conveyor.job import Job, JobError, JobState
 
-
 FINAL = frozenset({JobState.COMPLETED, JobState.DEAD, JobState.CANCELLED})
 """Outcome states that end a job, and so may wake or cancel its dependents."""
 

@@ -19,11 +19,7 @@ from conveyor.backends import migrate
 from conveyor.backends import postgres_flow as flow
 from conveyor.backends import postgres_graph as graph
 from conveyor.backends.base import (
-    read_json_columns,
-    read_state,
     FINAL,
-    dependency_ids,
-    initial_state,
     JOB_COLUMNS,
     ClaimParams,
     FireParams,
@@ -35,6 +31,10 @@ from conveyor.backends.base import (
     Outcome,
     Schedule,
     WorkerInfo,
+    dependency_ids,
+    initial_state,
+    read_json_columns,
+    read_state,
 )
 from conveyor.errors import BackendError, BackendUnavailable
 from conveyor.job import Job, JobState

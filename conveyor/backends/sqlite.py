@@ -9,8 +9,8 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime
 from dataclasses import replace
+from datetime import datetime
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -19,8 +19,6 @@ from conveyor.backends import sqlite_flow as flow
 from conveyor.backends import sqlite_graph as graph
 from conveyor.backends.base import (
     FINAL,
-    dependency_ids,
-    initial_state,
     JOB_COLUMNS,
     ClaimParams,
     FireParams,
@@ -32,9 +30,13 @@ from conveyor.backends.base import (
     Outcome,
     Schedule,
     WorkerInfo,
+    dependency_ids,
+    initial_state,
+    read_json_columns,
+    read_state,
 )
 from conveyor.errors import BackendError, ConfigError
-from conveyor.job import Job, JobError, JobState
+from conveyor.job import Job, JobState
 from conveyor.timeutil import from_epoch, to_epoch
 
 NOW = "((julianday('now') - 2440587.5) * 86400.0)"
@@ -83,7 +85,7 @@ UPDATE conveyor_jobs SET
     finished_at = CASE WHEN o.state IN {FINISHED} THEN {NOW} ELSE NULL END,
     attempt = attempt - o.refund,
     result = o.result,
-    errors = CASE WHEN o.error IS NULL THEN errors ELSE json_insert(errors, '$[#]', json_object(
+    errors = CASE WHEN o.error IS NULL THEN errors ELSE json_insert(CASE WHEN json_valid(errors) THEN errors ELSE '[]' END, '$[#]', json_object(
         'attempt', attempt, 'at', {NOW}, 'error', o.error, 'traceback', o.traceback, 'worker_id', o.worker_id)) END,
     worker_id = NULL,
     lease_expires_at = NULL
@@ -104,7 +106,7 @@ UPDATE conveyor_jobs SET
     state = CASE WHEN attempt >= max_attempts THEN 'dead' ELSE 'pending' END,
     finished_at = CASE WHEN attempt >= max_attempts THEN {NOW} ELSE NULL END,
     run_at = {NOW},
-    errors = json_insert(errors, '$[#]', json_object('attempt', attempt, 'at', {NOW},
+    errors = json_insert(CASE WHEN json_valid(errors) THEN errors ELSE '[]' END, '$[#]', json_object('attempt', attempt, 'at', {NOW},
         'error', 'worker lost: its lease expired before the run finished', 'worker_id', worker_id)),
     worker_id = NULL,
     lease_expires_at = NULL
@@ -473,7 +475,7 @@ class SQLiteBackend:
         with self._write() as conn:
             ids = [r[0] for r in conn.execute(
                 f"UPDATE conveyor_jobs SET state = 'cancelled', finished_at = {NOW}, "
-                f"errors = json_insert(errors, '$[#]', json_object('attempt', attempt, 'at', {NOW}, 'error', 'cancelled')) "
+                f"errors = json_insert(CASE WHEN json_valid(errors) THEN errors ELSE '[]' END, '$[#]', json_object('attempt', attempt, 'at', {NOW}, 'error', 'cancelled')) "
                 f"WHERE {clause} AND state IN ('waiting', 'scheduled', 'pending') RETURNING id",
                 args,
             ).fetchall()]
@@ -609,12 +611,14 @@ class SQLiteBackend:
 
     @staticmethod
     def _job(r: Sequence[Any]) -> Job:
+        cols = read_json_columns(r[4], r[19], r[20], r[21])
+        state, odd_state = read_state(r[3])
         return Job(
             id=r[0],
             type=r[1],
             queue=r[2],
-            state=JobState(r[3]),
-            payload=json.loads(r[4]),
+            state=state,
+            payload=cols.payload,
             priority=r[5],
             attempt=r[6],
             max_attempts=r[7],
@@ -629,10 +633,11 @@ class SQLiteBackend:
             unique_key=r[16],
             workflow_id=r[17],
             parent_id=r[18],
-            progress=None if r[19] is None else json.loads(r[19]),
-            result=None if r[20] is None else json.loads(r[20]),
-            errors=tuple(JobError.from_dict(e) for e in json.loads(r[21])),
+            progress=cols.progress,
+            result=cols.result,
+            errors=cols.errors,
             backoff=r[22],
+            corrupt="; ".join(p for p in (cols.corrupt, odd_state) if p) or None,
         )
 
 

@@ -231,7 +231,7 @@ def test_aging_lets_a_low_priority_job_through_a_flood_of_urgent_ones(app: Conve
                 wait_until(lambda: app.get_job(low).state is JobState.COMPLETED, timeout=10)
                 waited = (app.get_job(low).attempted_at - enqueued).total_seconds()  # type: ignore[operator]
                 print(f"aging {aging} s under a flood: the low-priority job started after {waited:.2f} s")
-                assert aging <= waited < aging + 2.0  # the bound, plus slack for a loaded 2-core test machine
+                assert aging <= waited < aging + 2.4  # the bound, plus slack for a loaded 2-core test machine
                 assert app.count_jobs(state="pending", type="work") > 0  # the flood was still on
     finally:
         flooding.clear()
@@ -250,7 +250,7 @@ def test_delayed_jobs_run_on_time_and_survive_restarts(app: Conveyor) -> None:
         wait_until(lambda: app.get_job(soon).state is JobState.COMPLETED)
     job = app.get_job(soon)
     late = (job.attempted_at - job.run_at).total_seconds()  # type: ignore[operator]
-    assert 0 <= late < 0.1 + 0.25  # within the poll interval (and a little scheduling)
+    assert 0 <= late < 0.1 + 0.4  # within the poll interval (and scheduling on a loaded machine)
     with running_worker(app, poll_interval=0.1):
         time.sleep(0.3)
     kept = app.get_job(tomorrow)
