@@ -315,8 +315,10 @@ class PostgresBackend:
         """
         args = (params.worker_id, params.lease_seconds, list(params.queues), params.limit, params.limit)
         with self._conn() as conn:
-            conn.execute(STAGE_DUE)
-            rows = conn.execute(sql, args).fetchall()
+            with conn.pipeline():  # BEGIN, stage and claim in one round trip
+                conn.execute(STAGE_DUE)
+                cur = conn.execute(sql, args)
+            rows = cur.fetchall()
         jobs = [self._job(r) for r in rows]
         jobs.sort(key=lambda j: (-j.priority, j.id))
         return jobs
