@@ -194,6 +194,9 @@ class SQLiteBackend:
             raise BackendError(f"SQLite: could not start a write transaction: {exc}") from exc
         try:
             yield conn
+        except sqlite3.Error as exc:
+            conn.execute("ROLLBACK")
+            raise BackendError(f"SQLite: {exc}") from exc
         except BaseException:
             conn.execute("ROLLBACK")
             raise

@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any
+from contextlib import AbstractContextManager, contextmanager
 
 from conveyor.backends.insights import (
     AuditEntry,
@@ -103,20 +102,8 @@ class SQLiteInsights:
             if own and conn.in_transaction:
                 conn.execute("COMMIT")
 
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        conn = self.backend.conn
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            raise BackendError(f"SQLite: could not start a write transaction: {exc}") from exc
-        try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        else:
-            conn.execute("COMMIT")
+    def _write(self) -> AbstractContextManager[sqlite3.Connection]:
+        return self.backend._write()  # one write transaction shape for the whole backend
 
     # -- stats --------------------------------------------------------------------------
 
