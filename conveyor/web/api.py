@@ -17,7 +17,7 @@ from conveyor.errors import ConveyorError, InvalidTransition
 from conveyor.job import FINISHED_STATES, Job, JobState
 from conveyor.stats import Health, Stats, is_live
 from conveyor.web.auth import Identity, reader, writer
-from conveyor.web.schemas import ActionResult, JobId, JobPage, JobQuery, Limit, Name, PageQuery, Problem, Selection, WorkerOut
+from conveyor.web.schemas import ActionResult, JobId, JobPage, Limit, Name, PageQuery, Problem, Selection, WorkerOut
 
 Reader = Annotated[Identity, Depends(reader)]
 Writer = Annotated[Identity, Depends(writer)]
