@@ -44,6 +44,9 @@ NOW = "((julianday('now') - 2440587.5) * 86400.0)"
 
 FINISHED = "('completed','dead','cancelled')"
 
+WATCH_INTERVAL = 0.005
+"""Seconds between looks at another process's commits (PRAGMA data_version) by a listening worker."""
+
 INSERT_JOB = f"""
 INSERT INTO conveyor_jobs (type, queue, state, payload, priority, max_attempts, run_at, created_at,
                            timeout, backoff, unique_key, unique_until, workflow_id, parent_id)
@@ -146,6 +149,8 @@ class SQLiteBackend:
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         self._listeners: list[Callable[[], None]] = []
+        self._watcher: threading.Thread | None = None
+        self._closing = threading.Event()
         self._migrated = False
 
     # -- connections -------------------------------------------------------------------
@@ -211,6 +216,11 @@ class SQLiteBackend:
         self._notify()
 
     def close(self) -> None:
+        watcher, self._watcher = self._watcher, None
+        if watcher is not None:
+            self._closing.set()
+            watcher.join(timeout=5)
+            self._closing.clear()
         with self._lock:
             for conn in self._all:
                 try:
@@ -595,9 +605,13 @@ class SQLiteBackend:
     # -- waking -------------------------------------------------------------------------
 
     def listen(self, callback: Callable[[], None]) -> Callable[[], None]:
-        """In-process only: an enqueue from this process wakes its idle workers at once."""
+        """Wake ``callback`` when jobs may be due: at once for an enqueue from this process, and
+        within ``WATCH_INTERVAL`` for a commit from any other process (``PRAGMA data_version``)."""
         with self._lock:
             self._listeners.append(callback)
+            if self._watcher is None:
+                self._watcher = threading.Thread(target=self._watch, name="conveyor-sqlite-watch", daemon=True)
+                self._watcher.start()
 
         def stop() -> None:
             with self._lock:
@@ -605,6 +619,30 @@ class SQLiteBackend:
                     self._listeners.remove(callback)
 
         return stop
+
+    def _watch(self) -> None:
+        """Poll the file's commit counter: a few microseconds every few milliseconds, no write lock."""
+        conn: sqlite3.Connection | None = None
+        seen = None
+        while not self._closing.is_set():
+            if not self._listeners:
+                seen = None
+                self._closing.wait(0.1)
+                continue
+            try:
+                if conn is None:
+                    conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False)
+                version = conn.execute("PRAGMA data_version").fetchone()[0]
+            except sqlite3.Error:
+                conn = None
+                self._closing.wait(0.5)
+                continue
+            if seen is not None and version != seen:
+                self._notify()
+            seen = version
+            self._closing.wait(WATCH_INTERVAL)
+        if conn is not None:
+            conn.close()
 
     def _notify(self) -> None:
         for callback in list(self._listeners):

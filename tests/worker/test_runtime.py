@@ -303,15 +303,19 @@ def test_an_enqueue_wakes_an_idle_worker_before_its_poll(app: Conveyor, database
     def ping(p: dict) -> None:  # type: ignore[type-arg]
         return None
 
-    other = Conveyor(database_url)  # another client: NOTIFY on PostgreSQL; same process on SQLite
+    other = Conveyor(database_url)  # another client, as a web process would be: NOTIFY, or SQLite's commit counter
     other.job()(ping)
-    client = other if database_url.startswith("postgresql") else app
+    client = other
     with running_worker(app, poll_interval=30):
         time.sleep(0.3)  # let the worker go idle
         started = time.monotonic()
         job_id = client.enqueue("ping", {})
         wait_until(lambda: state_of(app, job_id, JobState.COMPLETED), timeout=10)
         assert time.monotonic() - started < 2
+    same_process = app.enqueue("ping", {})
+    with running_worker(app, poll_interval=30):
+        time.sleep(0.3)
+        wait_until(lambda: state_of(app, same_process, JobState.COMPLETED), timeout=10)
     other.close()
 
 
