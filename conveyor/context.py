@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from conveyor.app import Conveyor
 
 MISSING = object()
+_CREATE = threading.Lock()  # the loop and a handler's thread may both ask for ``cancelled`` first
 
 
 class JobContext:
@@ -37,14 +38,33 @@ class JobContext:
         self.worker_id = worker_id
         self.lease = Lease(job.id, job.lease_token)
         self.children: list[NewJob] = []
-        self.cancelled = threading.Event()  # set at timeout or shutdown: a sync handler may poll it
         held_for = (job.lease_expires_at - job.attempted_at).total_seconds() if job.lease_expires_at and job.attempted_at else 1e9
         self.lease_deadline = time.monotonic() + held_for  # this worker's view of when its lease runs out
         self.pending_progress: Any = MISSING
-        self.log = logging.LoggerAdapter(
-            logging.getLogger(f"conveyor.job.{job.type}"),
-            {"job_id": job.id, "job_type": job.type, "attempt": job.attempt, "workflow_id": job.workflow_id},
-        )
+        self._cancelled: threading.Event | None = None
+        self._log: logging.LoggerAdapter[logging.Logger] | None = None
+
+    # Made on first use: most runs never touch them, and they are the costliest part of a context.
+
+    @property
+    def cancelled(self) -> threading.Event:
+        """Set at timeout, lease loss or shutdown: a sync handler may poll it to stop early."""
+        if self._cancelled is None:
+            with _CREATE:
+                if self._cancelled is None:
+                    self._cancelled = threading.Event()
+        return self._cancelled
+
+    @property
+    def log(self) -> logging.LoggerAdapter[logging.Logger]:
+        """A logger carrying the job's id, type, attempt and workflow."""
+        if self._log is None:
+            job = self.job
+            self._log = logging.LoggerAdapter(
+                logging.getLogger(f"conveyor.job.{job.type}"),
+                {"job_id": job.id, "job_type": job.type, "attempt": job.attempt, "workflow_id": job.workflow_id},
+            )
+        return self._log
 
     @property
     def job_id(self) -> int:
