@@ -63,7 +63,7 @@ class Conveyor:
         if self._backend is None:
             with self._backend_lock:
                 if self._backend is None:
-                    self._backend = from_url(self.settings.database_url)
+                    self._backend = from_url(self.settings.database_url, self.settings.db_timeout)
         return self._backend
 
     def close(self) -> None:

@@ -29,6 +29,7 @@ class Settings:
     shutdown_grace: float = 30.0
     finish_batch: int = 100  # outcomes written back per transaction
     finish_delay: float = 0.005  # longest an outcome waits for its batch
+    db_timeout: float = 30.0  # longest wait for a PostgreSQL connection before BackendUnavailable
     admin_token: str | None = None
     admin_read_token: str | None = None
     # -- monitoring and retention (see docs/operations.md) --

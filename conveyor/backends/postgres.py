@@ -119,8 +119,9 @@ class PostgresBackend:
 
     flavour = "postgres"
 
-    def __init__(self, url: str, pool_size: int = 10) -> None:
+    def __init__(self, url: str, pool_size: int = 10, timeout: float = 30.0) -> None:
         self.url = url
+        self.timeout = timeout
         try:
             self.pool = ConnectionPool(
                 url, min_size=1, max_size=pool_size, open=False, kwargs={"autocommit": False}, name="conveyor"
@@ -143,14 +144,14 @@ class PostgresBackend:
         if not self._migrated:
             self.migrate()
         try:
-            with self.pool.connection(timeout=30) as conn:
+            with self.pool.connection(timeout=self.timeout) as conn:
                 yield conn
         except psycopg.OperationalError as exc:
             raise BackendUnavailable(f"PostgreSQL unavailable: {exc}") from exc
         except psycopg.Error as exc:
             raise BackendError(f"PostgreSQL: {exc}") from exc
         except TimeoutError as exc:  # psycopg_pool.PoolTimeout
-            raise BackendUnavailable(f"PostgreSQL: no connection within 30 s: {exc}") from exc
+            raise BackendUnavailable(f"PostgreSQL: no connection within {self.timeout:g} s: {exc}") from exc
 
     @contextmanager
     def transaction(self) -> Iterator[psycopg.Connection[Any]]:
@@ -176,7 +177,7 @@ class PostgresBackend:
         self._migrated = True
         applied: list[int] = []
         try:
-            with self.pool.connection(timeout=30) as conn:
+            with self.pool.connection(timeout=self.timeout) as conn:
                 schema = conn.execute("SELECT current_schema()").fetchone()
                 self.channel = f"{CHANNEL}_{hashlib.sha1(str(schema and schema[0]).encode()).hexdigest()[:12]}"
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))

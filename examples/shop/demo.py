@@ -70,7 +70,8 @@ class Stack:
         python = sys.executable
         self._spawn("mailbox", [python, "-m", "examples.shop.mailbox", "--port", str(config.smtp_port), "--file", str(config.mailbox)])
         self._spawn("web", [python, "-m", "uvicorn", "examples.shop.api:create_api", "--factory", "--host", "127.0.0.1",
-                            "--port", str(self.port), "--log-level", "warning"])
+                            "--port", str(self.port), "--log-level", "warning"],
+                    {"CONVEYOR_DB_TIMEOUT": "3"})  # a shopper gets a 503 in seconds when the database is down
         self._spawn("workers", [python, "-m", "conveyor", "worker", "examples.shop.jobs:app", "--processes", str(self.workers)])
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -83,13 +84,13 @@ class Stack:
             time.sleep(0.1)
         raise RuntimeError(f"the shop did not answer at {self.url}/health within {timeout:.0f} s")
 
-    def _spawn(self, name: str, argv: list[str]) -> None:
+    def _spawn(self, name: str, argv: list[str], extra_env: dict[str, str] | None = None) -> None:
         out: Any = None
         if self.log_dir is not None:
             self.log_dir.mkdir(parents=True, exist_ok=True)
             out = (self.log_dir / f"{name}.log").open("ab")
         self.processes[name] = subprocess.Popen(
-            argv, cwd=ROOT, env={**os.environ, **self.env}, stdout=out, stderr=subprocess.STDOUT if out else None,
+            argv, cwd=ROOT, env={**os.environ, **self.env, **(extra_env or {})}, stdout=out, stderr=subprocess.STDOUT if out else None,
             start_new_session=True,  # Ctrl-C reaches the runner only; it stops them in order
         )
         if out is not None:
