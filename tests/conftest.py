@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -52,3 +53,26 @@ def app(database_url: str) -> Iterator[Conveyor]:
     application = Conveyor(database_url, poll_interval=0.05, finish_delay=0.002)
     yield application
     application.close()
+
+
+def child_pids() -> set[int]:
+    """This process's live children (Linux /proc)."""
+    pids: set[int] = set()
+    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
+        try:
+            pids.update(int(p) for p in (task / "children").read_text().split())
+        except OSError:
+            continue
+    return pids
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_processes() -> Iterator[None]:
+    """A test that fails half-way must not leave worker processes running into the next tests."""
+    before = child_pids()
+    yield
+    for pid in child_pids() - before:
+        try:
+            os.kill(pid, signal.SIGKILL)  # a supervisor's children follow it (PR_SET_PDEATHSIG)
+        except ProcessLookupError:
+            pass
