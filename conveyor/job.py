@@ -7,6 +7,8 @@ from datetime import datetime
 from enum import IntEnum, StrEnum
 from typing import Any
 
+from conveyor.timeutil import from_epoch
+
 
 class JobState(StrEnum):
     """Where a job is in its life (see docs/discussions.md for the diagram)."""
@@ -44,8 +46,6 @@ class JobError:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> JobError:
-        from conveyor.timeutil import from_epoch
-
         return cls(
             attempt=int(d.get("attempt", 0)),
             at=from_epoch(float(d.get("at", 0.0))),

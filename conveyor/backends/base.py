@@ -297,43 +297,49 @@ class JsonColumns:
 
 
 def read_json_columns(payload: Any, progress: Any, result: Any, errors: Any, decoded: bool = False) -> JsonColumns:
-    """Parse (SQLite: text) or accept (PostgreSQL: ``decoded`` by the driver) the JSON columns of a row."""
+    """Parse (SQLite: text) or accept (PostgreSQL: ``decoded`` by the driver) the JSON columns of a row.
+
+    This runs for every claimed job, so the common row (a JSON object, no history yet) takes
+    the short way.
+    """
     problems: list[str] = []
-
-    def load(name: str, value: Any, default: Any) -> Any:
-        if decoded or value is None:
-            return value
-        try:
-            return json.loads(value)
-        except ValueError as exc:
-            problems.append(f"{name} is not valid JSON ({exc})")
-            return default
-
-    data = load("payload", payload, {})
+    data = payload if decoded else _load("payload", payload, {}, problems)
     if not isinstance(data, dict):
         problems.append(f"payload is a JSON {type(data).__name__}, not an object")
         data = {}
-    history = load("errors", errors, [])
-    try:
-        parsed = tuple(JobError.from_dict(e) for e in history)
-    except (TypeError, ValueError, AttributeError):
-        problems.append("errors is not a list of error records")
-        parsed = ()
+    parsed: tuple[JobError, ...] = ()
+    if errors and errors != "[]":
+        history = errors if decoded else _load("errors", errors, [], problems)
+        try:
+            parsed = tuple(JobError.from_dict(e) for e in history)
+        except (TypeError, ValueError, AttributeError):
+            problems.append("errors is not a list of error records")
     return JsonColumns(
         data,
-        load("progress", progress, None),
-        load("result", result, None),
+        progress if decoded or progress is None else _load("progress", progress, None, problems),
+        result if decoded or result is None else _load("result", result, None, problems),
         parsed,
         "; ".join(problems) or None,
     )
 
 
+def _load(name: str, value: Any, default: Any, problems: list[str]) -> Any:
+    if value is None:
+        return default
+    try:
+        return json.loads(value)
+    except ValueError as exc:
+        problems.append(f"{name} is not valid JSON ({exc})")
+        return default
+
+
+_STATES = {state.value: state for state in JobState}
+
+
 def read_state(value: str) -> tuple[JobState, str | None]:
     """A stored state; an unknown one (the CHECK constraint bypassed) reads as dead, with why."""
-    try:
-        return JobState(value), None
-    except ValueError:
-        return JobState.DEAD, f"unknown state {value!r}"
+    state = _STATES.get(value)
+    return (state, None) if state is not None else (JobState.DEAD, f"unknown state {value!r}")
 
 
 JOB_COLUMNS = (
