@@ -30,6 +30,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("conveyor.worker")
 
+DUPLICATE_SIGNAL = 0.2
+"""Seconds within which a repeated signal is the same one arriving twice (e.g. ``timeout`` signals
+the process and its group), not the operator asking to stop at once."""
+
 CLAIM_GATHER = 0.002
 """Seconds a claim for a few free slots waits for more runs to end (throughput at no visible latency)."""
 
@@ -77,6 +81,7 @@ class Worker:
         self.started = threading.Event()
         self.loop: asyncio.AbstractEventLoop | None = None
         self.signals = 0
+        self.first_signal_at = 0.0
 
     # -- entry points -------------------------------------------------------------------
 
@@ -288,10 +293,14 @@ class Worker:
         return self.stopped.is_set()
 
     def _on_signal(self, sig: signal.Signals) -> None:
+        now = time.monotonic()
+        if self.signals and now - self.first_signal_at < DUPLICATE_SIGNAL:
+            return  # one signal delivered twice (to the process and to its group), not a second request
         self.signals += 1
         if self.signals > 1:
             log.warning("second %s: stopping at once; leases will expire and the jobs be rescued", sig.name)
             os._exit(1)
+        self.first_signal_at = now
         log.info("%s: no new jobs; finishing %d running within %.0f s", sig.name, len(self.running), self.settings.shutdown_grace)
         self._begin_stop()
 
