@@ -333,6 +333,13 @@ def _load(name: str, value: Any, default: Any, problems: list[str]) -> Any:
         return default
 
 
+def claimed(rows: Sequence[Any], read: Callable[[Any], Job]) -> list[Job]:
+    """Claimed rows as Jobs in claim order (RETURNING gives no order): priority, then FIFO."""
+    jobs = [read(r) for r in rows]
+    jobs.sort(key=lambda j: (-j.priority, j.id))
+    return jobs
+
+
 _STATES = {state.value: state for state in JobState}
 
 

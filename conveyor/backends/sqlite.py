@@ -30,6 +30,7 @@ from conveyor.backends.base import (
     Outcome,
     Schedule,
     WorkerInfo,
+    claimed,
     dependency_ids,
     initial_state,
     read_json_columns,
@@ -348,9 +349,7 @@ class SQLiteBackend:
         with self._write() as conn:
             conn.execute(STAGE_DUE)
             rows = conn.execute(sql, args).fetchall()
-        jobs = [self._job(r) for r in rows]
-        jobs.sort(key=lambda j: (-j.priority, j.id))
-        return jobs
+        return claimed(rows, self._job)
 
     def explain_claim(self, queues: Sequence[str]) -> str:
         """The query plan of the claim's row selection (for tests and ``conveyor doctor``)."""
@@ -550,9 +549,7 @@ class SQLiteBackend:
         with self._write() as conn:
             conn.execute(STAGE_DUE)
             rows = flow.claim(conn, params)
-        jobs = [self._job(r) for r in rows]
-        jobs.sort(key=lambda j: (-j.priority, j.id))
-        return jobs
+        return claimed(rows, self._job)
 
     def schedules_sync(self, schedules: Sequence[NewSchedule], owned_types: Sequence[str] | None) -> None:
         """Write declared schedules. ``owned_types`` (the syncing app's job types): update rows and

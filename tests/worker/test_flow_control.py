@@ -3,14 +3,12 @@ processes, batch handlers, Retry-After, priority aging, delayed jobs — both ba
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import fields
 from datetime import timedelta
 from pathlib import Path
 
@@ -22,26 +20,19 @@ from conveyor.batch import BatchContext, BatchError
 from conveyor.ratelimit import RetryAfter
 from conveyor.testing import running_worker, wait_until
 from tests.worker import flowapp
+from tests.worker.processes import client_of, worker_env
 
 # -- real processes ---------------------------------------------------------------------
 
 
 @pytest.fixture
 def env(database_url: str, tmp_path: Path) -> dict[str, str]:
-    return {
-        **os.environ,
-        "CONVEYOR_DATABASE_URL": database_url,
-        "CONVEYOR_POLL_INTERVAL": "0.05",
-        "CONVEYOR_LEASE_SECONDS": "5",
-        "RUN_LOG": str(tmp_path / "runs.log"),
-    }
+    return worker_env(database_url, tmp_path, lease_seconds="5")
 
 
 @pytest.fixture
 def client(database_url: str) -> Iterator[Conveyor]:
-    app = Conveyor(database_url)
-    for spec in flowapp.app.registry:
-        app.registry.declare(spec.func, spec.name, {f.name: getattr(spec.options, f.name) for f in fields(spec.options)})
+    app = client_of(flowapp.app, database_url)
     yield app
     app.close()
 

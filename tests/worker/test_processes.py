@@ -8,7 +8,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import fields
 from pathlib import Path
 
 import pytest
@@ -16,25 +15,17 @@ import pytest
 from conveyor import Conveyor, JobState
 from conveyor.testing import wait_until
 from tests.worker import procapp
+from tests.worker.processes import client_of, worker_env
 
 
 @pytest.fixture
 def env(database_url: str, tmp_path: Path) -> dict[str, str]:
-    return {
-        **os.environ,
-        "CONVEYOR_DATABASE_URL": database_url,
-        "CONVEYOR_LEASE_SECONDS": "1.5",
-        "CONVEYOR_RESCUE_INTERVAL": "0.3",
-        "CONVEYOR_POLL_INTERVAL": "0.05",
-        "RUN_LOG": str(tmp_path / "runs.log"),
-    }
+    return worker_env(database_url, tmp_path, lease_seconds="1.5", rescue_interval="0.3")
 
 
 @pytest.fixture
 def client(database_url: str) -> Iterator[Conveyor]:
-    app = Conveyor(database_url)
-    for spec in procapp.app.registry:
-        app.registry.declare(spec.func, spec.name, {f.name: getattr(spec.options, f.name) for f in fields(spec.options)})
+    app = client_of(procapp.app, database_url)
     yield app
     app.close()
 
