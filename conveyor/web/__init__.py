@@ -76,6 +76,7 @@ def create_app(app: Conveyor, *, tokens: Iterable[Token] | None = None, title: s
     web.add_exception_handler(InvalidTransition, problem(409))
     web.add_exception_handler(BackendUnavailable, problem(503))
     web.add_exception_handler(ConveyorError, problem(400))
+    web.add_exception_handler(dashboard.LoginRequired, dashboard.login_redirect)
 
     @web.get("/metrics", include_in_schema=False)
     def metrics(request: Request) -> Response:

@@ -15,13 +15,14 @@ from collections import deque
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
+from starlette.datastructures import FormData
 
 from conveyor.app import Conveyor
 from conveyor.errors import ConveyorError, JobNotFound
@@ -159,7 +160,22 @@ def render(request: Request, template: str, identity: Identity | None, status_co
     return response
 
 
-def login_redirect(request: Request) -> Response:
+class LoginRequired(Exception):
+    """A dashboard page was asked for without a valid session or token: send to the login page."""
+
+
+def viewer(request: Request) -> Identity:
+    """The signed-in caller of a page (a FastAPI dependency); otherwise LoginRequired."""
+    identity = authenticate(request)
+    if identity is None:
+        raise LoginRequired()
+    return identity
+
+
+Viewer = Annotated[Identity, Depends(viewer)]
+
+
+def login_redirect(request: Request, _: Exception | None = None) -> Response:
     target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
     return RedirectResponse(f"{base_path(request)}/login?{urlencode({'next': target})}", status_code=303)
 
@@ -180,16 +196,25 @@ def back(request: Request, target: str | None, message: str) -> Response:
 
 async def mutation(request: Request) -> tuple[Identity, dict[str, Any]] | Response:
     """The caller and its form, if it may write and the CSRF value matches."""
+    checked = await signed_form(request)
+    if isinstance(checked, Response):
+        return checked
+    identity, form = checked
+    values: dict[str, Any] = {k: form.getlist(k) if k in ("ids", "state", "queue", "type") else form.get(k) for k in form}
+    if not identity.token.allows(Role.WRITE):
+        return back(request, values.get("next"), f"Token {identity.name!r} is read-only.")
+    return identity, values
+
+
+async def signed_form(request: Request) -> tuple[Identity, FormData] | Response:
+    """The signed-in caller and its posted form, if the form carries this session's CSRF value."""
     identity = authenticate(request)
     if identity is None:
         return login_redirect(request)
     form = await request.form()
-    values: dict[str, Any] = {k: form.getlist(k) if k in ("ids", "state", "queue", "type") else form.get(k) for k in form}
-    if identity.session is None or not hmac.compare_digest(str(values.get(CSRF_FIELD) or ""), csrf_value(identity)):
+    if identity.session is None or not hmac.compare_digest(str(form.get(CSRF_FIELD) or ""), csrf_value(identity)):
         return Response("CSRF check failed: reload the page and try again.", status_code=403, media_type="text/plain")
-    if not identity.token.allows(Role.WRITE):
-        return back(request, values.get("next"), f"Token {identity.name!r} is read-only.")
-    return identity, values
+    return identity, form
 
 
 # -- login ----------------------------------------------------------------------------
@@ -223,7 +248,7 @@ async def login(request: Request) -> Response:
 
 @router.post("/logout")
 async def logout(request: Request) -> Response:
-    checked = await mutation_any_role(request)
+    checked = await signed_form(request)
     if isinstance(checked, Response):
         return checked
     response = RedirectResponse(f"{base_path(request)}/login", status_code=303)
@@ -231,24 +256,11 @@ async def logout(request: Request) -> Response:
     return response
 
 
-async def mutation_any_role(request: Request) -> Identity | Response:
-    identity = authenticate(request)
-    if identity is None:
-        return login_redirect(request)
-    form = await request.form()
-    if identity.session is None or not hmac.compare_digest(str(form.get(CSRF_FIELD) or ""), csrf_value(identity)):
-        return Response("CSRF check failed", status_code=403, media_type="text/plain")
-    return identity
-
-
 # -- pages ----------------------------------------------------------------------------
 
 
 @router.get("/")
-def overview(request: Request) -> Response:
-    identity = authenticate(request)
-    if identity is None:
-        return login_redirect(request)
+def overview(request: Request, identity: Viewer) -> Response:
     stats: Stats = request.app.state.depth.stats(request.app.state.conveyor)
     chart = {
         "bucket": stats.bucket_seconds,
@@ -316,26 +328,17 @@ def jobs_listing(request: Request, identity: Identity, template: str, forced_sta
 
 
 @router.get("/jobs")
-def jobs_page(request: Request) -> Response:
-    identity = authenticate(request)
-    if identity is None:
-        return login_redirect(request)
+def jobs_page(request: Request, identity: Viewer) -> Response:
     return jobs_listing(request, identity, "jobs.html", None)
 
 
 @router.get("/dlq")
-def dlq_page(request: Request) -> Response:
-    identity = authenticate(request)
-    if identity is None:
-        return login_redirect(request)
+def dlq_page(request: Request, identity: Viewer) -> Response:
     return jobs_listing(request, identity, "dlq.html", JobState.DEAD)
 
 
 @router.get("/jobs/{job_id}")
-def job_page(request: Request, job_id: str) -> Response:
-    identity = authenticate(request)
-    if identity is None:
-        return login_redirect(request)
+def job_page(request: Request, identity: Viewer, job_id: str) -> Response:
     app: Conveyor = request.app.state.conveyor
     try:
         job: Job | None = app.get_job(int(job_id)) if job_id.isdigit() and int(job_id) < 2**63 else None
@@ -347,28 +350,19 @@ def job_page(request: Request, job_id: str) -> Response:
 
 
 @router.get("/cron")
-def cron_page(request: Request) -> Response:
-    identity = authenticate(request)
-    if identity is None:
-        return login_redirect(request)
+def cron_page(request: Request, identity: Viewer) -> Response:
     app: Conveyor = request.app.state.conveyor
     available = hasattr(app, "cron_list")
     return render(request, "cron.html", identity, schedules=cron_rows(app) if available else [], available=available)
 
 
 @router.get("/workflows")
-def workflows_page(request: Request) -> Response:
-    identity = authenticate(request)
-    if identity is None:
-        return login_redirect(request)
+def workflows_page(request: Request, identity: Viewer) -> Response:
     return render(request, "workflows.html", identity, workflows=request.app.state.conveyor.recent_workflows(50))
 
 
 @router.get("/workflows/{workflow_id}")
-def workflow_page(request: Request, workflow_id: str) -> Response:
-    identity = authenticate(request)
-    if identity is None:
-        return login_redirect(request)
+def workflow_page(request: Request, identity: Viewer, workflow_id: str) -> Response:
     app: Conveyor = request.app.state.conveyor
     name = workflow_id[:200].replace("\x00", "")
     try:
@@ -388,10 +382,7 @@ def flatten(nodes: Sequence[WorkflowNode], depth: int = 0) -> list[tuple[int, Wo
 
 
 @router.get("/workers")
-def workers_page(request: Request) -> Response:
-    identity = authenticate(request)
-    if identity is None:
-        return login_redirect(request)
+def workers_page(request: Request, identity: Viewer) -> Response:
     app: Conveyor = request.app.state.conveyor
     stats: Stats = request.app.state.depth.stats(app)
     workers = [(w, is_live(w, stats.at, app.settings.worker_stale_after)) for w in app.workers()]
@@ -399,10 +390,7 @@ def workers_page(request: Request) -> Response:
 
 
 @router.get("/audit")
-def audit_page(request: Request) -> Response:
-    identity = authenticate(request)
-    if identity is None:
-        return login_redirect(request)
+def audit_page(request: Request, identity: Viewer) -> Response:
     return render(request, "audit.html", identity, entries=request.app.state.conveyor.audit_log(200))
 
 
