@@ -13,6 +13,9 @@ from conveyor.errors import PayloadError
 NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 """JSON's escape for a NUL character (an odd run of backslashes before u0000)."""
 
+JSON = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+"""One encoder for every payload: ``json.dumps`` with options builds a new encoder per call."""
+
 MAX_PAYLOAD_BYTES = 1_048_576
 """A payload is a job's arguments, not its data: large blobs belong in storage, referenced by id."""
 
@@ -43,10 +46,11 @@ def encode(job_type: str, model: type[BaseModel] | None, data: Any, max_bytes: i
         if not isinstance(data, dict):
             raise PayloadError(job_type, [{"field": "", "message": f"payload must be a JSON object, not {type(data).__name__}", "type": "dict_type"}])
         try:
-            text = json.dumps(data, separators=(",", ":"), allow_nan=False)
+            text = JSON.encode(data)
         except (TypeError, ValueError) as exc:
             raise PayloadError(job_type, [{"field": "", "message": f"payload is not JSON-serializable: {exc}", "type": "json_type"}]) from None
-    if NUL_ESCAPE.search(text):  # PostgreSQL's jsonb cannot hold NUL: refuse it on every backend
+    # PostgreSQL's jsonb cannot hold NUL: refuse it on every backend (the regex only when the escape appears at all)
+    if "\\u0000" in text and NUL_ESCAPE.search(text):
         raise PayloadError(job_type, [{"field": "", "message": "payload contains a NUL character (\\u0000), which cannot be stored", "type": "nul_character"}])
     if len(text) > max_bytes:
         raise PayloadError(job_type, [{"field": "", "message": f"payload is {len(text)} bytes, over the limit of {max_bytes}", "type": "too_large"}])
