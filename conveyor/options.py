@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypedDict
 
@@ -97,11 +97,13 @@ class Resolved:
 
 def resolve(defaults: JobOptions, overrides: EnqueueOptions | dict[str, Any]) -> Resolved:
     """Merge per-enqueue overrides into the declaration's defaults, refusing bad values."""
-    unknown = set(overrides) - ENQUEUE_KEYS
-    if unknown:
-        raise OptionError(sorted(unknown)[0], f"unknown enqueue option; known: {', '.join(sorted(ENQUEUE_KEYS))}")
-    changed: dict[str, Any] = {k: overrides[k] for k in ("queue", "priority", "max_attempts") if k in overrides}
-    opts = replace(defaults, **changed) if changed else defaults  # __post_init__ checks the new values
+    if not ENQUEUE_KEYS.issuperset(overrides):
+        unknown = set(overrides) - ENQUEUE_KEYS
+        raise OptionError(min(unknown), f"unknown enqueue option; known: {', '.join(sorted(ENQUEUE_KEYS))}")
+    # the checks JobOptions.__post_init__ makes, for the overridable fields only (the rest are the declaration's)
+    queue = defaults.queue if "queue" not in overrides else check_name("queue", overrides["queue"])
+    priority = defaults.priority if "priority" not in overrides else check_int("priority", overrides["priority"])
+    max_attempts = defaults.max_attempts if "max_attempts" not in overrides else check_int("max_attempts", overrides["max_attempts"], minimum=1)
     delay = 0.0
     if "delay" in overrides:
         delay = seconds(overrides["delay"])
@@ -116,13 +118,13 @@ def resolve(defaults: JobOptions, overrides: EnqueueOptions | dict[str, Any]) ->
             run_at = to_epoch(moment)
         except ValueError as exc:
             raise OptionError("run_at", str(exc)) from None
-    timeout = opts.timeout
+    timeout = defaults.timeout
     if "timeout" in overrides:
         timeout = check_positive("timeout", seconds(overrides["timeout"]))
     backoff = None
     if "backoff" in overrides:
         backoff = encode_backoff(overrides["backoff"])
-    unique_for = opts.unique_for
+    unique_for = defaults.unique_for
     if "unique_for" in overrides:
         unique_for = check_positive("unique_for", seconds(overrides["unique_for"]))
     key = overrides.get("idempotency_key")
@@ -138,9 +140,9 @@ def resolve(defaults: JobOptions, overrides: EnqueueOptions | dict[str, Any]) ->
         except WorkflowError as exc:
             raise OptionError("depends_on", str(exc)) from None
     return Resolved(
-        queue=opts.queue,
-        priority=opts.priority,
-        max_attempts=opts.max_attempts,
+        queue=queue,
+        priority=priority,
+        max_attempts=max_attempts,
         delay=delay,
         run_at=run_at,
         timeout=timeout,
