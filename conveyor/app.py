@@ -30,15 +30,38 @@ from conveyor.cron import declare as declare_cron
 from conveyor.errors import DeclarationError, InvalidTransition, JobNotFound, ScheduleNotFound, WorkflowError
 from conveyor.events import EventName, Events, JobEvent
 from conveyor.job import Job, JobState
-from conveyor.options import resolve
+from conveyor.options import Resolved, resolve
 from conveyor.payload import encode
 from conveyor.ratelimit import QueuePolicy
-from conveyor.registry import Registry
+from conveyor.registry import JobSpec, Registry
 from conveyor.stats import Health, Stats, Thresholds, shape
 from conveyor.workflow import Flow, WorkflowStatus, collect, overall_state, topological
 
 F = TypeVar("F", bound=Callable[..., Any])
 JobSpecTuple = tuple[str, Any] | tuple[str, Any, dict[str, Any]]
+
+
+def row_of(job_type: str, text: str, opts: Resolved) -> NewJob:
+    """The row to insert for a validated payload and its resolved options."""
+    unique_key = opts.idempotency_key
+    if unique_key is None and opts.unique_for is not None:
+        unique_key = "u:" + hashlib.sha256(f"{job_type}\0{opts.queue}\0{text}".encode()).hexdigest()
+    return NewJob(
+        type=job_type,
+        payload=text,
+        queue=opts.queue,
+        priority=opts.priority,
+        max_attempts=opts.max_attempts,
+        delay=opts.delay,
+        run_at=opts.run_at,
+        timeout=opts.timeout,
+        backoff=opts.backoff,
+        unique_key=unique_key,
+        unique_for=opts.unique_for,
+        workflow_id=opts.workflow_id,
+        parent_id=opts.parent_id,
+        depends_on=opts.depends_on,
+    )
 
 
 class Conveyor:
@@ -96,26 +119,7 @@ class Conveyor:
         """Validate a job and its options into the row to insert (no I/O)."""
         spec = self.registry.get(job_type)
         text = encode(job_type, spec.model, payload)
-        opts = resolve(spec.options, options)
-        unique_key = opts.idempotency_key
-        if unique_key is None and opts.unique_for is not None:
-            unique_key = "u:" + hashlib.sha256(f"{job_type}\0{opts.queue}\0{text}".encode()).hexdigest()
-        return NewJob(
-            type=job_type,
-            payload=text,
-            queue=opts.queue,
-            priority=opts.priority,
-            max_attempts=opts.max_attempts,
-            delay=opts.delay,
-            run_at=opts.run_at,
-            timeout=opts.timeout,
-            backoff=opts.backoff,
-            unique_key=unique_key,
-            unique_for=opts.unique_for,
-            workflow_id=opts.workflow_id,
-            parent_id=opts.parent_id,
-            depends_on=opts.depends_on,
-        )
+        return row_of(job_type, text, resolve(spec.options, options))
 
     def enqueue(self, job_type: str, payload: Any = None, *, connection: Any = None, **options: Any) -> int:
         """Queue one job and return its id (the existing job's id if deduplicated).
@@ -131,7 +135,23 @@ class Conveyor:
         return [inserted.id for inserted in self.backend.jobs_insert(rows, connection)] if rows else []
 
     def _new_jobs(self, jobs: Iterable[JobSpecTuple], options: dict[str, Any]) -> list[NewJob]:
-        return [self.new_job(item[0], item[1], {**options, **(item[2] if len(item) > 2 else {})}) for item in jobs]
+        """``new_job`` per item; items without options of their own share one resolve per type."""
+        rows: list[NewJob] = []
+        shared: dict[str, tuple[JobSpec, Resolved]] = {}
+        for item in jobs:
+            if len(item) > 2:
+                rows.append(self.new_job(item[0], item[1], {**options, **item[2]}))
+                continue
+            job_type = item[0]
+            known = shared.get(job_type)
+            if known is None:  # same order as new_job: the type, the payload, then the options
+                spec = self.registry.get(job_type)
+                text = encode(job_type, spec.model, item[1])
+                known = shared[job_type] = (spec, resolve(spec.options, options))
+            else:
+                text = encode(job_type, known[0].model, item[1])
+            rows.append(row_of(job_type, text, known[1]))
+        return rows
 
     @contextmanager
     def transaction(self) -> Iterator[Any]:
