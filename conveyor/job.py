@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from enum import IntEnum, StrEnum
 from typing import Any
@@ -91,3 +92,23 @@ class Job:
     @property
     def finished(self) -> bool:
         return self.state in FINISHED_STATES
+
+
+def _positional_builder(cls: type) -> Callable[[Sequence[Any]], Any]:
+    """A constructor of a frozen slots dataclass from all its fields' values, in order.
+
+    The generated ``__init__`` of a frozen dataclass sets each field through
+    ``object.__setattr__``; a claim reads a hundred jobs at a time, and this unrolled setter
+    of the slots builds each about three times as fast. No defaults and no checks: for rows
+    that carry every column.
+    """
+    names = [f.name for f in fields(cls)]
+    scope: dict[str, Any] = {"new": object.__new__, "cls": cls, **{f"set_{n}": getattr(cls, n).__set__ for n in names}}
+    lines = [f"    set_{n}(obj, values[{i}])" for i, n in enumerate(names)]
+    exec("def build(values):\n    obj = new(cls)\n" + "\n".join(lines) + "\n    return obj\n", scope)
+    build: Callable[[Sequence[Any]], Any] = scope["build"]
+    return build
+
+
+job_from_fields: Callable[[Sequence[Any]], Job] = _positional_builder(Job)
+"""``Job`` from the values of all its fields in declaration order (the backends' row readers)."""

@@ -37,8 +37,8 @@ from conveyor.backends.base import (
     read_state,
 )
 from conveyor.errors import BackendError, ConfigError
-from conveyor.job import Job, JobState
-from conveyor.timeutil import from_epoch, to_epoch
+from conveyor.job import Job, JobState, job_from_fields
+from conveyor.timeutil import epoch_memo, from_epoch, to_epoch
 
 NOW = "((julianday('now') - 2440587.5) * 86400.0)"
 """The database's clock in epoch seconds (``unixepoch('subsec')`` returns NULL on SQLite 3.40)."""
@@ -329,6 +329,16 @@ class SQLiteBackend:
     # -- the life of a run --------------------------------------------------------------
 
     def jobs_claim(self, params: ClaimParams) -> list[Job]:
+        return self.read_claimed(self.jobs_claim_rows(params))
+
+    def read_claimed(self, rows: Sequence[Any]) -> list[Job]:
+        """Claimed rows as Jobs, in claim order. Apart from the claim so that a worker reads them on
+        its event loop while its database thread goes on to the next transaction."""
+        at = epoch_memo()
+        return claimed(rows, lambda r: self._job(r, at))
+
+    def jobs_claim_rows(self, params: ClaimParams) -> list[Any]:
+        """The claim's transaction; its rows as the driver returns them (see ``read_claimed``)."""
         if params.limits or params.types or params.aging:
             return self._claim_flow(params)
         branches = " UNION ALL ".join(
@@ -349,7 +359,7 @@ class SQLiteBackend:
         with self._write() as conn:
             conn.execute(STAGE_DUE)
             rows = conn.execute(sql, args).fetchall()
-        return claimed(rows, self._job)
+        return rows
 
     def explain_claim(self, queues: Sequence[str]) -> str:
         """The query plan of the claim's row selection (for tests and ``conveyor doctor``)."""
@@ -545,11 +555,10 @@ class SQLiteBackend:
 
     # -- flow control and schedules (conveyor/backends/sqlite_flow.py) -------------------
 
-    def _claim_flow(self, params: ClaimParams) -> list[Job]:
+    def _claim_flow(self, params: ClaimParams) -> list[Any]:
         with self._write() as conn:
             conn.execute(STAGE_DUE)
-            rows = flow.claim(conn, params)
-        return claimed(rows, self._job)
+            return flow.claim(conn, params)
 
     def schedules_sync(self, schedules: Sequence[NewSchedule], owned_types: Sequence[str] | None) -> None:
         """Write declared schedules. ``owned_types`` (the syncing app's job types): update rows and
@@ -648,35 +657,18 @@ class SQLiteBackend:
     # -- rows ---------------------------------------------------------------------------
 
     @staticmethod
-    def _job(r: Sequence[Any]) -> Job:
+    def _job(r: Sequence[Any], at: Callable[[float], datetime] = from_epoch) -> Job:
         cols = read_json_columns(r[4], r[19], r[20], r[21])
         state, odd_state = read_state(r[3])
-        return Job(
-            id=r[0],
-            type=r[1],
-            queue=r[2],
-            state=state,
-            payload=cols.payload,
-            priority=r[5],
-            attempt=r[6],
-            max_attempts=r[7],
-            run_at=from_epoch(r[8]),
-            created_at=from_epoch(r[9]),
-            attempted_at=None if r[10] is None else from_epoch(r[10]),
-            finished_at=None if r[11] is None else from_epoch(r[11]),
-            lease_token=r[12],
-            lease_expires_at=None if r[13] is None else from_epoch(r[13]),
-            worker_id=r[14],
-            timeout=r[15],
-            unique_key=r[16],
-            workflow_id=r[17],
-            parent_id=r[18],
-            progress=cols.progress,
-            result=cols.result,
-            errors=cols.errors,
-            backoff=r[22],
-            corrupt="; ".join(p for p in (cols.corrupt, odd_state) if p) or None,
-        )
+        corrupt = None if cols.corrupt is None and odd_state is None else "; ".join(p for p in (cols.corrupt, odd_state) if p)
+        return job_from_fields((
+            r[0], r[1], r[2], state, cols.payload, r[5], r[6], r[7], at(r[8]), at(r[9]),
+            None if r[10] is None else at(r[10]),
+            None if r[11] is None else at(r[11]),
+            r[12],
+            None if r[13] is None else at(r[13]),
+            r[14], r[15], r[16], r[17], r[18], cols.progress, cols.result, cols.errors, r[22], corrupt,
+        ))  # fmt: skip
 
 
 def split_statements(script: str) -> Iterator[str]:

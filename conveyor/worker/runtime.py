@@ -171,9 +171,7 @@ class Worker:
                 free = self.concurrency - len(self.running) + self.batch_extra
             self._wake.clear()
             try:
-                jobs = await self.bridge.call(
-                    self.app.backend.jobs_claim, ClaimParams(self.id, self.queues, free, self.lease_seconds, self.limits, (), self.aging)
-                )
+                jobs = await self._claim(ClaimParams(self.id, self.queues, free, self.lease_seconds, self.limits, (), self.aging))
                 failures = 0
             except Exception as exc:  # nothing but shutdown stops the worker: back off and try again
                 failures += 1
@@ -188,6 +186,12 @@ class Worker:
                     self._start(job)
             if len(jobs) < free:
                 await self._sleep(poll)
+
+    async def _claim(self, params: ClaimParams) -> list[Job]:
+        """The claim's transaction on the database thread; its rows become Jobs here, on the loop,
+        while that thread is already writing the completions of the batch before."""
+        rows = await self.bridge.call(self.app.backend.jobs_claim_rows, params)
+        return self.app.backend.read_claimed(rows)
 
     async def _sleep(self, seconds: float) -> None:
         """Wait for a wake-up (enqueue notification), a stop, or the poll interval."""
@@ -231,7 +235,7 @@ class Worker:
             if len(chunks[-1]) < size and not self._stopping:
                 params = ClaimParams(self.id, self.queues, size - len(chunks[-1]), self.lease_seconds, self.limits, (job_type,), self.aging)
                 try:
-                    chunks[-1].extend(await self.bridge.call(self.app.backend.jobs_claim, params))
+                    chunks[-1].extend(await self._claim(params))
                 except BackendError as exc:
                     log.warning("could not top up a batch of %s (%s); running it short", job_type, exc)
             for chunk in chunks:

@@ -268,14 +268,14 @@ def test_a_worker_does_not_spin_when_only_limited_jobs_are_due(app: Conveyor) ->
 
     ids = app.enqueue_many([("scarce", {"n": i}) for i in range(20)])
     claims = 0
-    claim = app.backend.jobs_claim
+    claim = app.backend.jobs_claim_rows
 
     def counted(params: object) -> object:  # counts the worker's trips to the database, changes nothing
         nonlocal claims
         claims += 1
         return claim(params)  # type: ignore[arg-type]
 
-    app.backend.jobs_claim = counted  # type: ignore[method-assign]
+    app.backend.jobs_claim_rows = counted  # type: ignore[method-assign]
     with running_worker(app, poll_interval=0.25, concurrency=4):
         wait_until(lambda: app.count_jobs(type="scarce", state="completed") == 2)
         before = claims
