@@ -91,6 +91,32 @@ def test_enqueue_many_is_one_transaction_returning_ids_in_order(app: Conveyor) -
     assert app.count_jobs() == 501
 
 
+
+def test_enqueue_many_stores_each_rows_own_options_and_shares_the_calls(app: Conveyor) -> None:
+    parent = app.enqueue("plain", {})
+    moment = datetime(2031, 5, 1, 12, 0, tzinfo=UTC)
+    items = [
+        ("plain", {"n": 0}),
+        ("plain", {"n": 1}, {"delay": 3600}),
+        ("plain", {"n": 2}, {"run_at": moment}),
+        ("plain", {"n": 3}, {"timeout": 7, "backoff": 2.5, "queue": "other"}),
+        ("plain", {"n": 4}, {"workflow_id": "wf-1", "parent_id": parent}),
+        ("send_email", {"n": 5}, {"run_at": datetime(2020, 1, 1, tzinfo=UTC)}),
+    ]
+    jobs = [app.get_job(i) for i in app.enqueue_many(items)]  # type: ignore[arg-type]
+    assert [j.payload["n"] for j in jobs] == [0, 1, 2, 3, 4, 5]
+    assert [j.state for j in jobs] == [JobState.PENDING, JobState.SCHEDULED, JobState.SCHEDULED] + [JobState.PENDING] * 3
+    assert [(j.queue, j.priority, j.max_attempts) for j in jobs] == [("default", 0, 2)] * 3 + [("other", 0, 2), ("default", 0, 2), ("email", 5, 5)]
+    assert timedelta(minutes=59) < jobs[1].run_at - jobs[1].created_at < timedelta(minutes=61)
+    assert abs((jobs[2].run_at - moment).total_seconds()) < 0.01
+    assert [(j.timeout, j.backoff, j.workflow_id, j.parent_id) for j in jobs] == [(None, None, None, None)] * 3 + [
+        (7.0, "2.5", None, None),
+        (None, None, "wf-1", parent),
+        (None, None, None, None),
+    ]
+    shared = [app.get_job(i) for i in app.enqueue_many([("plain", {"n": 6}), ("send_email", {"n": 7})], timeout=3, queue="bulk")]
+    assert [(j.queue, j.priority, j.timeout, j.state) for j in shared] == [("bulk", 0, 3.0, JobState.PENDING), ("bulk", 5, 3.0, JobState.PENDING)]
+
 def test_idempotency_key_returns_the_existing_job_and_stores_nothing(app: Conveyor) -> None:
     first = app.enqueue("plain", {"n": 1}, idempotency_key="order-1:confirm")
     again = app.enqueue("plain", {"n": 2}, idempotency_key="order-1:confirm")
