@@ -57,15 +57,20 @@ SELECT r.type, r.queue,
        r.workflow_id, r.parent_id
 FROM (
     SELECT u.*, coalesce(to_timestamp(u.run_at), now() + make_interval(secs => u.delay)) AS at
-    FROM unnest(%s::text[], %s::text[], %s::text[], %s::int4[], %s::int4[], %s::float8[], %s::float8[],
-                %s::float8[], %s::text[], %s::text[], %s::float8[], %s::text[], %s::int8[], %s::text[])
+    FROM unnest(%b::text[], %b::text[], %b::text[], %b::int4[], %b::int4[], %b::float8[], %b::float8[],
+                %b::float8[], %b::text[], %b::text[], %b::float8[], %b::text[], %b::int8[], %b::text[])
          WITH ORDINALITY AS u(type, queue, payload, priority, max_attempts, delay, run_at,
                               timeout, backoff, unique_key, unique_for, workflow_id, parent_id, initial, ord)
 ) AS r
 ORDER BY r.ord
-ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING
+{on_conflict}
 RETURNING id, unique_key, state, queue
 """
+"""One array per column, in binary (the text format escapes each element in Python, ~7 µs a
+payload). A column no job sets is sent as NULL, which unnest pads with NULLs like a short array.
+The ON CONFLICT clause only when some job has a unique key: it makes each row a speculative
+insertion (an extra WAL record), and NULL keys never conflict."""
+ON_CONFLICT = "ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING"
 
 STAGE_DUE = """
 UPDATE conveyor_jobs SET state = 'pending'
@@ -109,6 +114,11 @@ FROM (SELECT id FROM conveyor_jobs WHERE state = 'running' AND lease_expires_at 
 WHERE j.id = lost.id
 RETURNING j.id, j.state, j.queue
 """
+
+
+def set_or_null(column: list[Any]) -> list[Any] | None:
+    """A column's array for INSERT_JOBS, or NULL when no job sets it."""
+    return None if column.count(None) == len(column) else column
 
 
 class PostgresBackend:
@@ -250,7 +260,7 @@ class PostgresBackend:
                 "UPDATE conveyor_jobs SET unique_key = NULL WHERE unique_key = ANY(%s) AND unique_until <= now()", (keys,)
             )
         rows = conn.execute(
-            INSERT_JOBS,
+            INSERT_JOBS.format(on_conflict=ON_CONFLICT if keys else ""),
             (
                 [j.type for j in jobs],
                 [j.queue for j in jobs],
@@ -258,14 +268,14 @@ class PostgresBackend:
                 [j.priority for j in jobs],
                 [j.max_attempts for j in jobs],
                 [j.delay for j in jobs],
-                [j.run_at for j in jobs],
-                [j.timeout for j in jobs],
-                [j.backoff for j in jobs],
-                [j.unique_key for j in jobs],
-                [j.unique_for for j in jobs],
-                [j.workflow_id for j in jobs],
-                [j.parent_id for j in jobs],
-                [initial] * len(jobs),
+                set_or_null([j.run_at for j in jobs]),
+                set_or_null([j.timeout for j in jobs]),
+                set_or_null([j.backoff for j in jobs]),
+                set_or_null([j.unique_key for j in jobs]),
+                set_or_null([j.unique_for for j in jobs]),
+                set_or_null([j.workflow_id for j in jobs]),
+                set_or_null([j.parent_id for j in jobs]),
+                None if initial is None else [initial] * len(jobs),
             ),
         ).fetchall()
         ready_queues = sorted({r[3] for r in rows if r[2] == "pending"})
