@@ -118,13 +118,14 @@ def resolve(defaults: JobOptions, overrides: EnqueueOptions | dict[str, Any]) ->
             run_at = to_epoch(moment)
         except ValueError as exc:
             raise OptionError("run_at", str(exc)) from None
-    timeout = defaults.timeout
+    # floats, as an override is: PostgreSQL's driver refuses a column array mixing int and float
+    timeout = None if defaults.timeout is None else float(defaults.timeout)
     if "timeout" in overrides:
         timeout = check_positive("timeout", seconds(overrides["timeout"]))
     backoff = None
     if "backoff" in overrides:
         backoff = encode_backoff(overrides["backoff"])
-    unique_for = defaults.unique_for
+    unique_for = None if defaults.unique_for is None else float(defaults.unique_for)
     if "unique_for" in overrides:
         unique_for = check_positive("unique_for", seconds(overrides["unique_for"]))
     key = overrides.get("idempotency_key")

@@ -117,6 +117,15 @@ def test_enqueue_many_stores_each_rows_own_options_and_shares_the_calls(app: Con
     shared = [app.get_job(i) for i in app.enqueue_many([("plain", {"n": 6}), ("send_email", {"n": 7})], timeout=3, queue="bulk")]
     assert [(j.queue, j.priority, j.timeout, j.state) for j in shared] == [("bulk", 0, 3.0, JobState.PENDING), ("bulk", 5, 3.0, JobState.PENDING)]
 
+
+def test_enqueue_many_mixes_a_declared_whole_number_of_seconds_with_overrides(app: Conveyor) -> None:
+    @app.job(timeout=30, unique_for=60)
+    def timed(p: dict) -> None:  # type: ignore[type-arg]
+        return None
+
+    ids = app.enqueue_many([("timed", {"n": 1}), ("timed", {"n": 2}, {"timeout": 2.5, "unique_for": 0.5})])
+    assert [app.get_job(i).timeout for i in ids] == [30.0, 2.5]
+
 def test_idempotency_key_returns_the_existing_job_and_stores_nothing(app: Conveyor) -> None:
     first = app.enqueue("plain", {"n": 1}, idempotency_key="order-1:confirm")
     again = app.enqueue("plain", {"n": 2}, idempotency_key="order-1:confirm")
