@@ -13,7 +13,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from conveyor.errors import WorkflowError
 from conveyor.job import Job, JobError, JobState
@@ -292,8 +292,7 @@ def initial_state(job: NewJob, parents: Sequence[int], states: dict[int, str]) -
     return "waiting" if waiting else None
 
 
-@dataclass(frozen=True, slots=True)
-class JsonColumns:
+class JsonColumns(NamedTuple):
     """A job row's JSON columns, read defensively: a corrupted row is reported, never raised."""
 
     payload: dict[str, Any]
@@ -309,6 +308,14 @@ def read_json_columns(payload: Any, progress: Any, result: Any, errors: Any, dec
     This runs for every claimed job, so the common row (a JSON object, no history yet) takes
     the short way.
     """
+    if not decoded and progress is None and result is None and errors == "[]":
+        # The claimed row: no history, no result yet, a payload that Conveyor wrote compactly.
+        try:
+            data, end = _scan(payload, 0)
+        except (StopIteration, TypeError, ValueError):
+            end = -1
+        if end == len(payload) and type(data) is dict:
+            return JsonColumns(data, None, None, (), None)
     problems: list[str] = []
     data = payload if decoded else _load("payload", payload, {}, problems)
     if not isinstance(data, dict):
@@ -328,6 +335,10 @@ def read_json_columns(payload: Any, progress: Any, result: Any, errors: Any, dec
         parsed,
         "; ".join(problems) or None,
     )
+
+
+_scan: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+"""The decoder's C scanner: one JSON value from an offset, without ``loads``'s whitespace passes."""
 
 
 def _load(name: str, value: Any, default: Any, problems: list[str]) -> Any:

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from conveyor.backends.base import Lease, Outcome
+from conveyor.backends.base import Outcome
 from conveyor.batch import BatchContext, item_outcomes
 from conveyor.context import JobContext, encode_result
 from conveyor.errors import PayloadError
@@ -145,10 +145,10 @@ class Executor:
         return [decisions[i] for i in range(len(jobs))]
 
     def outcome(self, job: Job, ctx: JobContext, decision: Decision) -> Outcome:
-        lease = Lease(job.id, job.lease_token)
+        lease = ctx.lease
+        if type(decision) is Complete:  # the common case first, its fields in order (the keyword form costs twice as much)
+            return Outcome(lease, JobState.COMPLETED, 0.0, None, None, None, encode_result(decision.result), False, tuple(ctx.children))
         match decision:
-            case Complete(result=result):
-                return Outcome(lease, JobState.COMPLETED, result=encode_result(result), children=tuple(ctx.children))
             case Retry(delay=delay, error=error, traceback=tb):
                 return Outcome(lease, JobState.PENDING, delay=delay, error=error, traceback=tb, worker_id=self.worker_id)
             case Dead(error=error, traceback=tb):
