@@ -64,7 +64,6 @@ FROM (SELECT json_extract(value, '$[0]') AS id, json_extract(value, '$[1]') AS t
              json_extract(value, '$[8]') AS worker_id
       FROM json_each(?)) AS o
 WHERE conveyor_jobs.id = o.id AND conveyor_jobs.lease_token = o.token AND +conveyor_jobs.state = 'running'
-RETURNING conveyor_jobs.id
 """
 
 PG_STAGE = """
@@ -125,8 +124,11 @@ def sqlite_loop(path: str, claim: int, finish: int) -> int:
             if not rows:
                 return done
             for start in range(0, len(rows), finish):
+                batch = rows[start : start + finish]
                 conn.execute("BEGIN IMMEDIATE")
-                conn.execute(SQLITE_FINISH, (json.dumps(completions(rows[start : start + finish])),)).fetchall()
+                conn.execute("SAVEPOINT finish")  # as Conveyor: every lease held, so the count of changed rows says all won
+                assert conn.execute(SQLITE_FINISH, (json.dumps(completions(batch)),)).rowcount == len(batch)
+                conn.execute("RELEASE finish")
                 conn.execute("COMMIT")
             done += len(rows)
     finally:

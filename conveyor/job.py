@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, make_dataclass
 from datetime import datetime
 from enum import IntEnum, StrEnum
 from typing import Any
@@ -97,16 +97,18 @@ class Job:
 def _positional_builder(cls: type) -> Callable[[Sequence[Any]], Any]:
     """A constructor of a frozen slots dataclass from all its fields' values, in order.
 
-    The generated ``__init__`` of a frozen dataclass sets each field through
-    ``object.__setattr__``; a claim reads a hundred jobs at a time, and this unrolled setter
-    of the slots builds each about three times as fast. No defaults and no checks: for rows
-    that carry every column.
+    A frozen dataclass's ``__init__`` sets each field through ``object.__setattr__``; a claim
+    reads a hundred jobs at a time. This builds a mutable twin with the same slots (a plain
+    positional ``__init__``, ~3x faster) and gives the object its real class, which the
+    identical layout allows; the result is an ordinary, frozen ``cls``.
     """
-    names = [f.name for f in fields(cls)]
-    scope: dict[str, Any] = {"new": object.__new__, "cls": cls, **{f"set_{n}": getattr(cls, n).__set__ for n in names}}
-    lines = [f"    set_{n}(obj, values[{i}])" for i, n in enumerate(names)]
-    exec("def build(values):\n    obj = new(cls)\n" + "\n".join(lines) + "\n    return obj\n", scope)
-    build: Callable[[Sequence[Any]], Any] = scope["build"]
+    twin = make_dataclass(f"_{cls.__name__}Twin", [(f.name, f.type) for f in fields(cls)], slots=True, eq=False, repr=False)
+
+    def build(values: Sequence[Any]) -> Any:
+        obj = twin(*values)
+        obj.__class__ = cls
+        return obj
+
     return build
 
 

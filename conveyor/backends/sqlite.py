@@ -104,11 +104,11 @@ FROM (SELECT json_extract(value, '$[0]') AS id, json_extract(value, '$[1]') AS t
              json_extract(value, '$[8]') AS worker_id
       FROM json_each(?)) AS o
 WHERE conveyor_jobs.id = o.id AND conveyor_jobs.lease_token = o.token AND +conveyor_jobs.state = 'running'
-RETURNING conveyor_jobs.id
 """
 """Every outcome of a batch in one statement, each fenced by its lease token. The outcomes come
 as one JSON array ``[[id, token, state, delay, refund, result, error, traceback, worker_id]]``;
 the unary ``+`` keeps the planner on the primary key rather than the running-jobs index."""
+FINISH_RETURNING = " RETURNING conveyor_jobs.id"
 
 RESCUE = f"""
 UPDATE conveyor_jobs SET
@@ -388,7 +388,7 @@ class SQLiteBackend:
             ]
         )
         with self._write() as conn:
-            won_set = {row[0] for row in conn.execute(FINISH_JOBS, (batch,))}
+            won_set = self._finish_rows(conn, batch, outcomes)
             won = [o.lease.job_id for o in outcomes if o.lease.job_id in won_set]
             for o in outcomes:
                 if o.children and o.lease.job_id in won_set:
@@ -396,6 +396,21 @@ class SQLiteBackend:
             woke = graph.resolve(conn, [o.lease.job_id for o in outcomes if o.lease.job_id in won_set and o.state in FINAL])
         if woke or any(o.children or o.state is JobState.PENDING for o in outcomes):
             self._notify()
+        return won
+
+    @staticmethod
+    def _finish_rows(conn: sqlite3.Connection, batch: str, outcomes: Sequence[Outcome]) -> set[int]:
+        """Write the batch; the ids whose lease held. Commonly every lease held, which the count of
+        changed rows shows without stepping through a returned row per job (each step hands the GIL
+        to the event loop and waits to get it back); otherwise the batch is written again, returning
+        the won ids."""
+        conn.execute("SAVEPOINT finish")
+        if conn.execute(FINISH_JOBS, (batch,)).rowcount == len(outcomes):
+            conn.execute("RELEASE finish")
+            return {o.lease.job_id for o in outcomes}
+        conn.execute("ROLLBACK TO finish")
+        won = {row[0] for row in conn.execute(FINISH_JOBS + FINISH_RETURNING, (batch,))}
+        conn.execute("RELEASE finish")
         return won
 
     def _adopt(self, conn: sqlite3.Connection, o: Outcome) -> None:

@@ -202,7 +202,7 @@ class Worker:
 
     def _start(self, job: Job) -> None:
         run = Run(job, JobContext(self.app, job, self.id))
-        run.task = asyncio.create_task(self._execute(run), name=f"job-{job.id}")
+        run.task = asyncio.get_running_loop().create_task(self._execute(run))  # unnamed: a name costs ~1.5 µs a job
         self.running[job.id] = run
 
     async def _execute(self, run: Run) -> None:

@@ -91,6 +91,20 @@ def test_fail_reschedules_with_backoff_keeping_every_error_then_dead(app: Convey
     assert dead.errors[0].traceback == "tb1" and dead.errors[0].worker_id == "w1" and dead.errors[0].attempt == 1
 
 
+def test_a_batch_with_a_stale_lease_writes_the_others_once_and_returns_only_their_ids(app: Conveyor) -> None:
+    for n in range(3):
+        app.enqueue("plain", {"n": n})
+    first, second, third = claim(app, 3)
+    app.backend.jobs_release([lease_of(second)])
+    (second_again,) = claim(app, 1)  # a newer run holds it: the batch's lease for it is stale
+    outcomes = [Outcome(lease_of(j), JobState.PENDING, delay=60, error="E1", worker_id="w1") for j in (first, second, third)]
+    assert sorted(app.backend.jobs_finish(outcomes)) == sorted([first.id, third.id])
+    for job in (first, third):
+        assert [e.error for e in app.get_job(job.id).errors] == ["E1"]  # written once, not once per try
+    untouched = app.get_job(second.id)
+    assert untouched.state is JobState.RUNNING and untouched.lease_token == second_again.lease_token and untouched.errors == ()
+
+
 def test_zero_delay_retry_is_immediately_claimable(app: Conveyor) -> None:
     app.enqueue("plain", {})
     (job,) = claim(app)
