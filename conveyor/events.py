@@ -43,6 +43,10 @@ class Events:
     def wanted(self, name: EventName) -> bool:
         return bool(self._subscribers[name])
 
+    def wanted_any(self) -> bool:
+        """Whether anyone listens at all (checked once per batch of outcomes, not per job)."""
+        return any(self._subscribers.values())
+
     async def emit(self, event: JobEvent) -> None:
         for callback in self._subscribers[event.name]:
             try:
