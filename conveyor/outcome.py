@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import traceback as tb
 from dataclasses import dataclass
 from typing import Any
@@ -90,11 +91,25 @@ def decide(attempt: int, max_attempts: int, backoff: Backoff, result: Any = None
         return Snoozed(error.seconds, error.reason)
     if isinstance(error, Cancel):
         return Cancelled(error.reason)
-    return failure(attempt, max_attempts, backoff, describe(error), format_traceback(error))
+    return failure(attempt, max_attempts, backoff, describe(error), format_traceback(error), wait_asked(error))
 
 
-def failure(attempt: int, max_attempts: int, backoff: Backoff, error: str, traceback: str | None = None) -> Retry | Dead:
-    """A failed attempt: retry after the backoff while attempts remain, else dead."""
+MAX_ASKED_WAIT = 86_400.0
+"""The longest wait a failure may ask for (a remote's Retry-After): a day, so that a hostile or
+broken answer cannot park a job for longer; the attempt still counts either way."""
+
+
+def wait_asked(error: BaseException) -> float:
+    """Seconds the failure asks to wait before the retry: its ``retry_after`` attribute (such as
+    ``WebhookDeliveryError`` carries from a 429 or 503 answer), if it is a usable number."""
+    value = getattr(error, "retry_after", None)
+    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
+        return 0.0
+    return min(max(0.0, float(value)), MAX_ASKED_WAIT)
+
+
+def failure(attempt: int, max_attempts: int, backoff: Backoff, error: str, traceback: str | None = None, at_least: float = 0.0) -> Retry | Dead:
+    """A failed attempt: retry after the backoff (or ``at_least``, if longer) while attempts remain, else dead."""
     if attempt >= max_attempts:
         return Dead(error, traceback)
-    return Retry(next_delay(backoff, attempt), error, traceback)
+    return Retry(max(next_delay(backoff, attempt), at_least), error, traceback)

@@ -244,7 +244,8 @@ def deliver(
     """POST one signed message; return the Delivery on 2xx, raise ``WebhookDeliveryError`` otherwise.
 
     Redirects are not followed (they could lead to a refused address). A 429 or 503 answer's
-    ``Retry-After`` is kept on the error so the calling job can wait that long.
+    ``Retry-After`` is kept on the error (``retry_after``, seconds); raised out of a job, it makes
+    the retry wait at least that long, the attempt counted.
 
     >>> deliver(endpoint.url, endpoint.secret, {"type": "order.completed", "data": {...}}, msg_id=event_id)
     """

@@ -6,10 +6,7 @@ import base64
 import hashlib
 import hmac
 import json
-import threading
 import time
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -26,6 +23,7 @@ from conveyor.webhooks import (
     sign_headers,
     verify,
 )
+from tests.receiver import ReceiverServer, url_of
 
 SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
 BODY = b'{"type":"order.completed","data":{"order_id":"ord_1"}}'
@@ -117,44 +115,6 @@ def test_check_url_resolves_names_and_allows_private_only_when_told() -> None:
     with pytest.raises(WebhookURLRefused, match="private"):
         check_url("https://rebound.example/x", resolve=lambda host, port: ["93.184.216.34", "10.0.0.5"])
     assert check_url("http://127.0.0.1:9/hook", allow_private=True) == "http://127.0.0.1:9/hook"
-
-
-class Receiver(BaseHTTPRequestHandler):
-    """Answers with the status queued in ``server.answers`` and records each request."""
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers["content-length"]))
-        server: ReceiverServer = self.server  # type: ignore[assignment]
-        server.received.append((dict(self.headers.items()), body))
-        status, extra = server.answers.pop(0) if server.answers else (204, {})
-        self.send_response(status)
-        for key, value in extra.items():
-            self.send_header(key, value)
-        self.send_header("content-length", "0")
-        self.end_headers()
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
-class ReceiverServer(ThreadingHTTPServer):
-    received: list[tuple[dict[str, str], bytes]]
-    answers: list[tuple[int, dict[str, str]]]
-
-
-@pytest.fixture
-def receiver() -> Iterator[ReceiverServer]:
-    server = ReceiverServer(("127.0.0.1", 0), Receiver)
-    server.received, server.answers = [], []
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
-
-
-def url_of(server: ReceiverServer) -> str:
-    return f"http://127.0.0.1:{server.server_address[1]}/hook"
 
 
 def test_deliver_posts_a_verifiable_message(receiver: ReceiverServer) -> None:
