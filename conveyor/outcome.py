@@ -67,7 +67,7 @@ def describe(exc: BaseException) -> str:
     name = type(exc).__name__
     try:
         text = str(exc)
-    except Exception:  # a hostile __str__ must not lose the job
+    except Exception:  # noqa: BLE001 (a hostile __str__ must not lose the job)
         text = "<str() of the exception raised>"
     return f"{name}: {text}" if text else name
 
@@ -75,7 +75,7 @@ def describe(exc: BaseException) -> str:
 def format_traceback(exc: BaseException) -> str | None:
     try:
         return "".join(tb.format_exception(exc))[-8000:]
-    except Exception:
+    except Exception:  # noqa: BLE001 (nor a traceback that cannot be formatted)
         return None
 
 

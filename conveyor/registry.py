@@ -63,7 +63,7 @@ class Registry:
             raise DeclarationError(f"job type {job_name!r} is declared twice")
         unknown = set(options) - OPTION_NAMES
         if unknown:
-            raise DeclarationError(f"unknown option {sorted(unknown)[0]!r} for job {job_name!r}; known: {', '.join(sorted(OPTION_NAMES))}")
+            raise DeclarationError(f"unknown option {min(unknown)!r} for job {job_name!r}; known: {', '.join(sorted(OPTION_NAMES))}")
         try:
             job_options = JobOptions(**options)
         except OptionError as exc:

@@ -73,6 +73,6 @@ def next_delay(backoff: Backoff, attempt: int) -> float:
     """The strategy's delay, made safe: a broken callable falls back to exponential."""
     try:
         delay = float(backoff(attempt))
-    except Exception:  # a user's callable must not lose the job
+    except Exception:  # noqa: BLE001 (a user's callable must not lose the job)
         return Exponential()(attempt)
     return max(0.0, delay)

@@ -129,9 +129,7 @@ def path_from_url(url: str) -> str:
     parts = urlsplit(url)
     if parts.scheme != "sqlite":
         raise ConfigError("database_url", f"not a sqlite URL: {url!r}")
-    path = unquote(parts.path)
-    if path.startswith("/"):
-        path = path[1:]
+    path = unquote(parts.path).removeprefix("/")
     if not path or path == ":memory:":
         raise ConfigError("database_url", "SQLite needs a file (workers are separate processes): sqlite:///path/to.db")
     return path

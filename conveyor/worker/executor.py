@@ -81,7 +81,7 @@ class Executor:
         except asyncio.CancelledError:
             ctx.cancelled.set()
             raise
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 (a handler's failure is the run's outcome)
             return decide(job.attempt, job.max_attempts, backoff, error=exc)
         return decide(job.attempt, job.max_attempts, backoff, result=result)
 
@@ -132,7 +132,7 @@ class Executor:
                 for ctx in ctxs:
                     ctx.cancelled.set()
                 raise
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 (a handler's failure is the run's outcome)
                 error = exc
             if isinstance(error, JobTimeout):
                 batch.cancelled.set()

@@ -43,7 +43,6 @@ def test_an_unknown_state_is_refused_by_the_database(app: Conveyor) -> None:
 
     job_id = app.enqueue("task", {})
     mark = "?" if app.backend.flavour == "sqlite" else "%s"  # type: ignore[attr-defined]
-    with pytest.raises(Exception, match="(?i)check"):
-        with app.transaction() as tx:
-            tx.execute(f"UPDATE conveyor_jobs SET state = 'exploded' WHERE id = {mark}", (job_id,))
+    with pytest.raises(Exception, match="(?i)check"), app.transaction() as tx:
+        tx.execute(f"UPDATE conveyor_jobs SET state = 'exploded' WHERE id = {mark}", (job_id,))
     assert app.get_job(job_id).state is JobState.PENDING

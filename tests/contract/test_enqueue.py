@@ -142,7 +142,11 @@ def test_unique_for_deduplicates_within_the_window_only(app: Conveyor) -> None:
     first = app.enqueue("plain", {"n": 1}, unique_for=0.5)
     assert app.enqueue("plain", {"n": 1}, unique_for=0.5) == first
     assert app.enqueue("plain", {"n": 2}, unique_for=0.5) != first  # another payload is another job
-    later = wait_until(lambda: (lambda i: i if i != first else None)(app.enqueue("plain", {"n": 1}, unique_for=0.5)), timeout=5)
+    def a_new_job() -> int | None:
+        job_id = app.enqueue("plain", {"n": 1}, unique_for=0.5)
+        return job_id if job_id != first else None
+
+    later = wait_until(a_new_job, timeout=5)
     assert later != first
     assert app.count_jobs() == 3
 
@@ -165,12 +169,11 @@ def test_enqueue_joins_the_callers_transaction_commit(app: Conveyor) -> None:
 
 def test_enqueue_joins_the_callers_transaction_rollback(app: Conveyor) -> None:
     mark = _orders_table(app)
-    with pytest.raises(RuntimeError):
-        with app.transaction() as tx:
-            tx.execute(f"INSERT INTO shop_orders (id) VALUES ({mark})", ("o1",))
-            app.enqueue("plain", {"order": "o1"}, connection=tx)
-            app.enqueue_many([("plain", {}), ("plain", {})], connection=tx)
-            raise RuntimeError("payment declined")
+    with pytest.raises(RuntimeError), app.transaction() as tx:
+        tx.execute(f"INSERT INTO shop_orders (id) VALUES ({mark})", ("o1",))
+        app.enqueue("plain", {"order": "o1"}, connection=tx)
+        app.enqueue_many([("plain", {}), ("plain", {})], connection=tx)
+        raise RuntimeError("payment declined")
     assert app.count_jobs() == 0
     with app.transaction() as tx:
         assert tx.execute("SELECT count(*) FROM shop_orders").fetchone()[0] == 0

@@ -20,6 +20,7 @@ def test_short_chaos_run_loses_nothing(backend: str) -> None:
         capture_output=True,
         text=True,
         timeout=240,
+        check=False,
     )
     result = json.loads(run.stdout.strip().splitlines()[-1])
     assert run.returncode == 0, result

@@ -109,11 +109,15 @@ def children(pid: int) -> set[int]:
 
 def test_supervisor_restarts_a_dead_child_and_stops_all_on_sigterm(client: Conveyor, env: dict[str, str]) -> None:
     supervisor = start_worker(env, "--processes", "2")
-    first = wait_until(lambda: (lambda c: c if len(c) == 2 else None)(children(supervisor.pid)), timeout=20)
+    def two_children(without: int | None = None) -> set[int] | None:
+        found = children(supervisor.pid)
+        return found if len(found) == 2 and without not in found else None
+
+    first = wait_until(two_children, timeout=20)
     wait_until(lambda: len(client.workers()) == 2, timeout=20)
-    victim = sorted(first)[0]
+    victim = min(first)
     os.kill(victim, signal.SIGKILL)
-    replaced = wait_until(lambda: (lambda c: c if len(c) == 2 and victim not in c else None)(children(supervisor.pid)), timeout=20)
+    replaced = wait_until(lambda: two_children(without=victim), timeout=20)
     assert len(replaced & first) == 1
     job_id = client.enqueue("nap", {"seconds": 0})
     wait_until(lambda: client.get_job(job_id).state is JobState.COMPLETED, timeout=20)
