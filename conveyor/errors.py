@@ -122,6 +122,10 @@ class WebhookURLRefused(WebhookError):
         super().__init__(f"webhook URL {url!r} refused: {reason}")
 
 
+class WebhookHostUnresolved(WebhookURLRefused):
+    """The URL's host name does not resolve now: refused at registration, retried at delivery."""
+
+
 class WebhookVerificationError(WebhookError):
     """The webhook's signature or timestamp is not valid."""
 

@@ -26,11 +26,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 import httpx
 
-from conveyor.errors import WebhookDeliveryError, WebhookError, WebhookURLRefused, WebhookVerificationError
+from conveyor.errors import WebhookDeliveryError, WebhookError, WebhookHostUnresolved, WebhookURLRefused, WebhookVerificationError
 
 __all__ = [
     "DEFAULT_TOLERANCE",
@@ -38,6 +38,7 @@ __all__ = [
     "ReplayGuard",
     "WebhookDeliveryError",
     "WebhookError",
+    "WebhookHostUnresolved",
     "WebhookURLRefused",
     "WebhookVerificationError",
     "check_url",
@@ -169,7 +170,7 @@ def system_resolver(host: str, port: int) -> list[str]:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except OSError as exc:
-        raise WebhookURLRefused(f"//{host}", f"cannot resolve host: {exc}") from None
+        raise WebhookHostUnresolved(f"//{host}", f"cannot resolve host: {exc}") from None
     return [str(info[4][0]) for info in infos]
 
 
@@ -179,8 +180,31 @@ def check_url(url: str, *, allow_private: bool = False, resolve: Resolver = syst
     Private, loopback, link-local, multicast and reserved addresses are refused unless
     ``allow_private`` (a local demo or test), so a registered URL cannot be used to probe
     the network the sender runs in. Checked at registration and again at every delivery,
-    because a name may resolve differently later.
+    because a name may resolve differently later; a delivery then connects to the very
+    address it checked (see ``deliver``).
     """
+    vet(url, allow_private=allow_private, resolve=resolve)
+    return url
+
+
+@dataclass(frozen=True, slots=True)
+class Vetted:
+    """A webhook URL that passed the checks, and the addresses its host was checked at."""
+
+    parts: SplitResult
+    host: str
+    port: int
+    addresses: tuple[str, ...]
+
+    def pinned_url(self, address: str) -> str:
+        """The URL with a checked address in place of the host name."""
+        literal = f"[{address}]" if ":" in address else address
+        netloc = literal if self.parts.port is None else f"{literal}:{self.port}"
+        return urlunsplit((self.parts.scheme, netloc, self.parts.path or "/", self.parts.query, ""))
+
+
+def vet(url: str, *, allow_private: bool = False, resolve: Resolver = system_resolver) -> Vetted:
+    """``check_url``'s checks; the host's checked addresses, to connect to."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https"):
         raise WebhookURLRefused(url, "scheme must be http or https")
@@ -193,21 +217,20 @@ def check_url(url: str, *, allow_private: bool = False, resolve: Resolver = syst
         port = parts.port or (443 if parts.scheme == "https" else 80)
     except ValueError:
         raise WebhookURLRefused(url, "invalid port") from None
-    if allow_private:
-        return url
     try:
         addresses = [host] if is_ip(host) else resolve(host, port)
     except WebhookURLRefused as exc:
-        raise WebhookURLRefused(url, exc.reason) from None
+        raise type(exc)(url, exc.reason) from None
     if not addresses:
         raise WebhookURLRefused(url, "host resolves to no address")
-    for text in addresses:
-        address = ipaddress.ip_address(text.split("%")[0])
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped
-        if not address.is_global or address.is_multicast:
-            raise WebhookURLRefused(url, f"{host} is a private, loopback or reserved address ({address})")
-    return url
+    if not allow_private:
+        for text in addresses:
+            address = ipaddress.ip_address(text.split("%")[0])
+            if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+                address = address.ipv4_mapped
+            if not address.is_global or address.is_multicast:
+                raise WebhookURLRefused(url, f"{host} is a private, loopback or reserved address ({address})")
+    return Vetted(parts, host, port, tuple(addresses))
 
 
 def is_ip(host: str) -> bool:
@@ -240,24 +263,33 @@ def deliver(
     allow_private: bool = False,
     client: httpx.Client | None = None,
     headers: Mapping[str, str] | None = None,
+    resolve: Resolver = system_resolver,
 ) -> Delivery:
     """POST one signed message; return the Delivery on 2xx, raise ``WebhookDeliveryError`` otherwise.
 
-    Redirects are not followed (they could lead to a refused address). A 429 or 503 answer's
+    The host name is resolved and checked once, and the request goes to that address (with the
+    name in ``Host`` and, over TLS, in SNI and the certificate check), so the name cannot be
+    rebound to a private address between the check and the connection. Redirects are not
+    followed (they could lead to a refused address). A 429 or 503 answer's
     ``Retry-After`` is kept on the error (``retry_after``, seconds); raised out of a job, it makes
     the retry wait at least that long, the attempt counted.
 
     >>> deliver(endpoint.url, endpoint.secret, {"type": "order.completed", "data": {...}}, msg_id=event_id)
     """
-    check_url(url, allow_private=allow_private)
+    try:
+        target = vet(url, allow_private=allow_private, resolve=resolve)
+    except WebhookHostUnresolved as exc:  # DNS may be back on the next attempt
+        raise WebhookDeliveryError(url, exc.reason) from None
     body = encode_body(payload)
     sent = {"content-type": "application/json", "user-agent": "conveyor-webhooks/1", **(headers or {})}
     sent.update(sign_headers(secret, msg_id, body, timestamp))
+    sent["host"] = target.parts.netloc  # the name, as the receiver expects it; the connection goes to the checked address
+    tls = {"sni_hostname": target.host} if target.parts.scheme == "https" else {}  # the certificate is checked for the name
     started = time.monotonic()
     own = client is None
     http = client or httpx.Client(timeout=timeout, follow_redirects=False)
     try:
-        response = http.post(url, content=body, headers=sent, timeout=timeout)
+        response = post_to_first(http, [target.pinned_url(a) for a in target.addresses], body, sent, timeout, tls)
     except httpx.HTTPError as exc:
         raise WebhookDeliveryError(url, f"{type(exc).__name__}: {exc}") from exc
     finally:
@@ -268,6 +300,18 @@ def deliver(
             url, f"HTTP {response.status_code}", status_code=response.status_code, retry_after=retry_after(response)
         )
     return Delivery(url, msg_id, response.status_code, time.monotonic() - started, response.text[:1000])
+
+
+def post_to_first(
+    http: httpx.Client, urls: list[str], body: bytes, headers: dict[str, str], timeout: float, extensions: dict[str, Any]
+) -> httpx.Response:
+    """POST to the first address that takes the connection (a name may have IPv6 and IPv4 ones)."""
+    for url in urls[:-1]:
+        try:
+            return http.post(url, content=body, headers=headers, timeout=timeout, extensions=extensions)
+        except httpx.ConnectError:
+            continue
+    return http.post(urls[-1], content=body, headers=headers, timeout=timeout, extensions=extensions)
 
 
 def retry_after(response: httpx.Response) -> float | None:

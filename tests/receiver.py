@@ -3,9 +3,12 @@ queued in ``answers`` and records every request it got."""
 
 from __future__ import annotations
 
+import ssl
+import subprocess
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 
@@ -33,15 +36,39 @@ class ReceiverServer(ThreadingHTTPServer):
     answers: list[tuple[int, dict[str, str]]]
 
 
-@pytest.fixture
-def receiver() -> Iterator[ReceiverServer]:
-    server = ReceiverServer(("127.0.0.1", 0), Receiver)
+def serve(server: ReceiverServer) -> Iterator[ReceiverServer]:
     server.received, server.answers = [], []
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield server
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture
+def receiver() -> Iterator[ReceiverServer]:
+    yield from serve(ReceiverServer(("127.0.0.1", 0), Receiver))
+
+
+TLS_NAME = "hooks.example.test"
+
+
+@pytest.fixture
+def tls_receiver(tmp_path: Path) -> Iterator[tuple[ReceiverServer, Path]]:
+    """An HTTPS receiver on 127.0.0.1 whose self-signed certificate names ``TLS_NAME`` only;
+    yields it and the certificate (to trust it as its own authority)."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", f"/CN={TLS_NAME}",
+         "-addext", f"subjectAltName=DNS:{TLS_NAME}", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    server = ReceiverServer(("127.0.0.1", 0), Receiver)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    for running in serve(server):
+        yield running, cert
 
 
 def url_of(server: ReceiverServer) -> str:

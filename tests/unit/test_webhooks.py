@@ -6,8 +6,11 @@ import base64
 import hashlib
 import hmac
 import json
+import ssl
 import time
+from pathlib import Path
 
+import httpx
 import pytest
 
 from conveyor import webhooks
@@ -23,7 +26,7 @@ from conveyor.webhooks import (
     sign_headers,
     verify,
 )
-from tests.receiver import ReceiverServer, url_of
+from tests.receiver import TLS_NAME, ReceiverServer, url_of
 
 SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
 BODY = b'{"type":"order.completed","data":{"order_id":"ord_1"}}'
@@ -157,3 +160,49 @@ def test_deliver_raises_when_nobody_listens(receiver: ReceiverServer) -> None:
 def test_secret_must_be_base64() -> None:
     with pytest.raises(webhooks.WebhookError, match="base64"):
         sign("whsec_not base64!", "m", 1, b"")
+
+
+def test_delivery_connects_to_the_address_it_checked_with_the_name_in_host(receiver: ReceiverServer) -> None:
+    lookups: list[str] = []
+
+    def resolve(host: str, port: int) -> list[str]:  # answers once, as a rebinding name would, then elsewhere
+        lookups.append(host)
+        return ["127.0.0.1"] if len(lookups) == 1 else ["10.9.9.9"]
+
+    port = receiver.server_address[1]
+    sent = deliver(f"http://hooks.example.test:{port}/hook?x=1", SECRET, {"n": 1}, msg_id="msg_20", allow_private=True, resolve=resolve)
+    assert sent.status_code == 204 and lookups == ["hooks.example.test"]  # resolved once: the checked address is the one used
+    headers = {name.lower(): value for name, value in receiver.received[0][0].items()}
+    assert headers["host"] == f"hooks.example.test:{port}"
+
+
+def test_a_name_that_does_not_resolve_is_refused_at_registration_and_retried_at_delivery() -> None:
+    def nowhere(host: str, port: int) -> list[str]:
+        raise webhooks.WebhookHostUnresolved(f"//{host}", "cannot resolve host: temporary failure")
+
+    with pytest.raises(WebhookURLRefused):
+        check_url("https://gone.example.test/hook", resolve=nowhere)
+    with pytest.raises(WebhookDeliveryError) as failed:
+        deliver("https://gone.example.test/hook", SECRET, {}, msg_id="msg_21", resolve=nowhere)
+    assert "cannot resolve" in str(failed.value)  # a failure the job retries, not a refusal it gives up on
+
+
+def test_over_tls_the_certificate_is_checked_for_the_name_not_the_address(tls_receiver: tuple[ReceiverServer, Path]) -> None:
+    server, cert = tls_receiver
+    port = server.server_address[1]
+    trusting = httpx.Client(verify=ssl.create_default_context(cafile=str(cert)), follow_redirects=False)
+    with trusting:
+        sent = deliver(f"https://{TLS_NAME}:{port}/hook", SECRET, {"n": 2}, msg_id="msg_22", allow_private=True,
+                       client=trusting, resolve=lambda host, p: ["127.0.0.1"])
+        assert sent.status_code == 204
+        assert {name.lower(): value for name, value in server.received[0][0].items()}["host"] == f"{TLS_NAME}:{port}"
+        with pytest.raises(WebhookDeliveryError):  # the same server under another name: its certificate does not match
+            deliver(f"https://other.example.test:{port}/hook", SECRET, {}, msg_id="msg_23", allow_private=True,
+                    client=trusting, resolve=lambda host, p: ["127.0.0.1"])
+
+
+def test_delivery_tries_the_next_checked_address_when_one_refuses_the_connection(receiver: ReceiverServer) -> None:
+    port = receiver.server_address[1]
+    sent = deliver(f"http://hooks.example.test:{port}/hook", SECRET, {}, msg_id="msg_24", allow_private=True,
+                   resolve=lambda host, p: ["::1", "127.0.0.1"])  # the receiver listens on IPv4 only
+    assert sent.status_code == 204 and len(receiver.received) == 1
