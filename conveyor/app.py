@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from conveyor.backends import from_url
 from conveyor.backends.base import Backend, JobFilter, NewJob, NewSchedule, Schedule, WorkerInfo
@@ -36,6 +36,9 @@ from conveyor.ratelimit import QueuePolicy
 from conveyor.registry import JobSpec, Registry
 from conveyor.stats import Health, Stats, Thresholds, shape
 from conveyor.workflow import Flow, WorkflowStatus, collect, overall_state, topological
+
+if TYPE_CHECKING:
+    from conveyor.worker import Worker
 
 F = TypeVar("F", bound=Callable[..., Any])
 JobSpecTuple = tuple[str, Any] | tuple[str, Any, dict[str, Any]]
@@ -417,11 +420,14 @@ class Conveyor:
 
     # -- running ------------------------------------------------------------------------
 
-    def run_worker(self, **options: Any) -> None:
-        """Run a worker in this process until SIGTERM/SIGINT (see ``conveyor worker``)."""
+    def run_worker(self, **options: Any) -> Worker:
+        """Run a worker in this process until SIGTERM/SIGINT (see ``conveyor worker``); the stopped
+        worker is returned (``worker.replace``: it asks for a fresh process in its place)."""
         from conveyor.worker import Worker
 
-        Worker(self, **options).run()
+        worker = Worker(self, **options)
+        worker.run()
+        return worker
 
 
 def job_filter(

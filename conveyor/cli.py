@@ -69,16 +69,25 @@ def worker(app_path: str, queues: str | None, concurrency: int | None, processes
 
         grace = shutdown_grace if shutdown_grace is not None else app.settings.shutdown_grace
         raise SystemExit(supervise(run_one_worker, processes, {"app": app, "options": options}, grace))
-    run_one_worker(app, options)
+    run_one_worker(app, options, replace_in_place=True)
 
 
-def run_one_worker(app: Conveyor, options: dict[str, Any]) -> None:
-    """Run one worker; exit at once afterwards even if an overrunning sync handler's thread lingers."""
+def run_one_worker(app: Conveyor, options: dict[str, Any], replace_in_place: bool = False) -> None:
+    """Run one worker; exit at once afterwards even if an overrunning sync handler's thread lingers.
+
+    A worker that stopped to be replaced (overrunning sync handlers hold its threads) is: by a
+    fresh process image in place (same pid, for whatever manages it), or, under the supervisor
+    (``--processes``), by the supervisor starting a new child when this one exits.
+    """
     limit_memory(app.settings.max_memory_mb)
     try:
-        app.run_worker(**options)
+        worker = app.run_worker(**options)
     except ConveyorError as exc:
         raise click.ClickException(str(exc)) from exc
+    if worker.replace and replace_in_place:
+        logging.getLogger("conveyor.worker").warning("starting a fresh worker process in place of this one")
+        logging.shutdown()
+        os.execv(sys.executable, [sys.executable, "-m", "conveyor", *sys.argv[1:]])
     if any(t.name.startswith("conveyor-job") and t.is_alive() for t in threading.enumerate()):
         logging.shutdown()
         os._exit(0)

@@ -48,6 +48,14 @@ class Executor:
         self.worker_id = worker_id
         self.threads = threads
         self._backoffs: dict[tuple[str, str | None], Backoff] = {}
+        self.stuck: set[asyncio.Future[Any]] = set()
+        """Sync handlers that ran past their timeout and still hold a thread (Python cannot stop
+        a thread): each is one slot fewer until it returns or the worker is replaced."""
+
+    def _overran(self, future: asyncio.Future[Any]) -> None:
+        if not future.done():
+            self.stuck.add(future)
+            future.add_done_callback(self.stuck.discard)
 
     async def run(self, job: Job, ctx: JobContext) -> RunResult:
         started = time.monotonic()
@@ -76,6 +84,8 @@ class Executor:
                 result = await asyncio.wait_for(asyncio.shield(future), timeout) if timeout else await future
         except TimeoutError:
             ctx.cancelled.set()
+            if not spec.is_async:
+                self._overran(future)
             error: BaseException = JobTimeout(f"timed out after {timeout:g} s")
             return decide(job.attempt, job.max_attempts, backoff, error=error)
         except asyncio.CancelledError:
@@ -126,6 +136,8 @@ class Executor:
                     future = asyncio.get_running_loop().run_in_executor(self.threads, spec.func, *args)
                     result = await asyncio.wait_for(asyncio.shield(future), timeout) if timeout else await future
             except TimeoutError:
+                if not spec.is_async:
+                    self._overran(future)
                 error = JobTimeout(f"timed out after {timeout:g} s")
             except asyncio.CancelledError:
                 batch.cancelled.set()

@@ -34,6 +34,10 @@ DUPLICATE_SIGNAL = 0.2
 """Seconds within which a repeated signal is the same one arriving twice (e.g. ``timeout`` signals
 the process and its group), not the operator asking to stop at once."""
 
+STUCK_SHARE = 0.25
+"""The share of the worker's slots that overrunning sync handlers may hold (at least one) before
+the worker stops claiming and hands over to a fresh process (see ``Worker.replace``)."""
+
 CLAIM_GATHER = 0.002
 """Seconds a claim for a few free slots waits for more runs to end (throughput at no visible latency)."""
 
@@ -82,6 +86,9 @@ class Worker:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.signals = 0
         self.first_signal_at = 0.0
+        self.replace = False
+        """Set when overrunning sync handlers hold too many threads: the worker has stopped
+        gracefully and wants a fresh process in its place (``conveyor worker`` gives it one)."""
 
     # -- entry points -------------------------------------------------------------------
 
@@ -159,7 +166,7 @@ class Worker:
         poll = self.settings.poll_interval
         failures = 0
         while not self._stopping:
-            free = self.concurrency - len(self.running) + self.batch_extra
+            free = self.concurrency - len(self.running) + self.batch_extra - len(self.executor.stuck)
             if free <= 0:
                 self._slot.clear()
                 await self._slot.wait()  # resumes a loop turn later: runs ending in this turn free their slots too
@@ -168,7 +175,7 @@ class Worker:
                 # Few slots free while many run: a moment lets more runs end, so one claim (one
                 # commit) fills many slots instead of each slot costing its own transaction.
                 await asyncio.sleep(CLAIM_GATHER)
-                free = self.concurrency - len(self.running) + self.batch_extra
+                free = self.concurrency - len(self.running) + self.batch_extra - len(self.executor.stuck)
             self._wake.clear()
             try:
                 jobs = await self._claim(ClaimParams(self.id, self.queues, free, self.lease_seconds, self.limits, (), self.aging))
@@ -217,6 +224,19 @@ class Worker:
             return
         self.completer.add(result)
         self._log(result)
+        if self.executor.stuck:
+            self._check_stuck()
+
+    def _check_stuck(self) -> None:
+        """Too many threads held by sync handlers that ran past their timeout: stop claiming,
+        let the other runs finish, and ask for a fresh process (threads cannot be stopped)."""
+        if len(self.executor.stuck) >= max(1, int(self.concurrency * STUCK_SHARE)) and not self.replace:
+            log.warning(
+                "%d sync handlers overran their timeout and still hold their threads; "
+                "stopping this worker to be replaced by a fresh process", len(self.executor.stuck),
+            )
+            self.replace = True
+            self._begin_stop()
 
     # -- batch handlers (conveyor/batch.py) --------------------------------------------
 
@@ -269,6 +289,8 @@ class Worker:
             if not (run.lost or run.released):
                 self.completer.add(result)
                 self._log(result)
+        if self.executor.stuck:
+            self._check_stuck()
 
     def _log(self, r: RunResult) -> None:
         if log.isEnabledFor(logging.INFO):

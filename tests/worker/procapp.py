@@ -42,3 +42,10 @@ def nap(p: Nap, ctx: JobContext) -> int:
 def crash(p: dict, ctx: JobContext) -> None:  # type: ignore[type-arg]
     record("start", ctx.job_id)
     os._exit(3)  # takes the whole worker process down
+
+
+@app.job(max_attempts=1, timeout=0.5)
+def hang(p: dict, ctx: JobContext) -> None:  # type: ignore[type-arg]
+    record("start", ctx.job_id)
+    while True:  # ignores ctx.cancelled: its thread can never be taken back
+        time.sleep(0.05)

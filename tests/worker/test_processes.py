@@ -138,3 +138,23 @@ def test_second_signal_stops_at_once(client: Conveyor, env: dict[str, str], tmp_
     assert time.monotonic() - started < 5
     assert code != 0
     assert client.get_job(job_id).state is JobState.RUNNING  # its lease will expire and it will be rescued
+
+
+@pytest.mark.parametrize("processes", ["1", "2"])
+def test_a_worker_whose_threads_are_held_by_overrunning_handlers_is_replaced(
+    client: Conveyor, env: dict[str, str], processes: str
+) -> None:
+    worker = start_worker(env, "--concurrency", "1", "--processes", processes)
+    try:
+        stuck = client.enqueue("hang", {})
+        wait_until(lambda: client.get_job(stuck).state is JobState.DEAD, timeout=20)
+        assert "timed out after 0.5 s" in client.get_job(stuck).errors[-1].error
+        after = client.enqueue("nap", {"seconds": 0})  # its worker's one thread is still held by the hang
+        wait_until(lambda: client.get_job(after).state is JobState.COMPLETED, timeout=30)
+        assert worker.poll() is None  # still serving: replaced, not stopped
+        if processes == "1":
+            assert client.get_job(after).result == worker.pid  # a fresh image in the same process
+    finally:
+        code, out = stop(worker)
+    assert code == 0, out
+    assert "to be replaced by a fresh process" in out
