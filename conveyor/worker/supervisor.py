@@ -39,6 +39,7 @@ def supervise(target: Callable[..., None], processes: int, kwargs: dict[str, Any
     ctx = multiprocessing.get_context("fork")
     stopping = False
     signals = 0
+    told: set[int] = set()  # children already sent the stop (a second SIGTERM means "at once")
 
     def on_signal(signum: int, _frame: Any) -> None:
         nonlocal stopping, signals
@@ -47,6 +48,7 @@ def supervise(target: Callable[..., None], processes: int, kwargs: dict[str, Any
         for child in children:
             if child.pid and child.is_alive():
                 os.kill(child.pid, signal.SIGKILL if signals > 1 else signal.SIGTERM)
+                told.add(child.pid)
 
     def spawn() -> BaseProcess:
         child = ctx.Process(target=detached, args=(target, kwargs), daemon=False)
@@ -67,8 +69,13 @@ def supervise(target: Callable[..., None], processes: int, kwargs: dict[str, Any
                 pause = restarts.get(i, 0.0)
                 log.warning("worker process %s exited with %s; restarting in %.1f s", child.pid, child.exitcode, pause)
                 time.sleep(pause)
+                if stopping:  # the stop came during the pause: no new child
+                    break
                 restarts[i] = min(max(pause * 2, 0.5), 30.0)
                 children[i] = spawn()
+        for child in children:  # a child started while the signal was being handled missed it
+            if child.pid and child.pid not in told and child.is_alive():
+                os.kill(child.pid, signal.SIGTERM)
         deadline = time.monotonic() + grace + 10
         for child in children:
             child.join(max(0.1, deadline - time.monotonic()))
