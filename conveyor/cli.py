@@ -27,6 +27,7 @@ from conveyor.app import Conveyor
 from conveyor.config import Settings
 from conveyor.errors import ConveyorError
 from conveyor.job import Job, JobState
+from conveyor.worker.supervisor import REPLACE_ME, supervise
 
 
 def load_app(target: str) -> Conveyor:
@@ -65,8 +66,6 @@ def worker(app_path: str, queues: str | None, concurrency: int | None, processes
     settings = {k: v for k, v in {"poll_interval": poll_interval, "shutdown_grace": shutdown_grace}.items() if v is not None}
     options = {"queues": queues.split(",") if queues else None, "concurrency": concurrency, **settings}
     if processes > 1:
-        from conveyor.worker.supervisor import supervise
-
         grace = shutdown_grace if shutdown_grace is not None else app.settings.shutdown_grace
         raise SystemExit(supervise(run_one_worker, processes, {"app": app, "options": options}, grace))
     run_one_worker(app, options, replace_in_place=True)
@@ -88,6 +87,9 @@ def run_one_worker(app: Conveyor, options: dict[str, Any], replace_in_place: boo
         logging.getLogger("conveyor.worker").warning("starting a fresh worker process in place of this one")
         logging.shutdown()
         os.execv(sys.executable, [sys.executable, "-m", "conveyor", *sys.argv[1:]])
+    if worker.replace:
+        logging.shutdown()
+        os._exit(REPLACE_ME)  # the supervisor starts a fresh child at once
     if any(t.name.startswith("conveyor-job") and t.is_alive() for t in threading.enumerate()):
         logging.shutdown()
         os._exit(0)

@@ -15,6 +15,10 @@ log = logging.getLogger("conveyor.supervisor")
 
 PR_SET_PDEATHSIG = 1
 
+REPLACE_ME = 75
+"""A child's exit code for "start a fresh process in my place" (its threads are held by handlers
+that overran their timeout): restarted at once, not paced like a child that keeps dying."""
+
 
 def detached(target: Callable[..., None], kwargs: dict[str, Any]) -> None:
     """A child's start: its own process group, so a terminal's Ctrl-C reaches it once (forwarded
@@ -65,6 +69,10 @@ def supervise(target: Callable[..., None], processes: int, kwargs: dict[str, Any
             time.sleep(0.2)
             for i, child in enumerate(children):
                 if stopping or child.is_alive():
+                    continue
+                if child.exitcode == REPLACE_ME:
+                    log.info("worker process %s asked to be replaced; starting a fresh one", child.pid)
+                    children[i] = spawn()
                     continue
                 pause = restarts.get(i, 0.0)
                 log.warning("worker process %s exited with %s; restarting in %.1f s", child.pid, child.exitcode, pause)
