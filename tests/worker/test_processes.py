@@ -146,11 +146,15 @@ def test_a_worker_whose_threads_are_held_by_overrunning_handlers_is_replaced(
 ) -> None:
     worker = start_worker(env, "--concurrency", "1", "--processes", processes)
     try:
+        wait_until(lambda: len(client.workers()) == int(processes), timeout=20)
+        before = {w.id for w in client.workers()}
         stuck = client.enqueue("hang", {})
         wait_until(lambda: client.get_job(stuck).state is JobState.DEAD, timeout=20)
         assert "timed out after 0.5 s" in client.get_job(stuck).errors[-1].error
         after = client.enqueue("nap", {"seconds": 0})  # its worker's one thread is still held by the hang
         wait_until(lambda: client.get_job(after).state is JobState.COMPLETED, timeout=30)
+        replaced = lambda: (ids := {w.id for w in client.workers()}) != before and len(ids) == int(processes)
+        wait_until(replaced, timeout=20)  # a fresh worker in the place of the one whose thread is held
         assert worker.poll() is None  # still serving: replaced, not stopped
         if processes == "1":
             assert client.get_job(after).result == worker.pid  # a fresh image in the same process
