@@ -38,7 +38,8 @@ PG_COLUMNS = ", ".join(f"j.{c.strip()}" for c in COLUMNS.split(","))
 
 SQLITE_STAGE = f"""
 UPDATE conveyor_jobs SET state = 'pending'
-WHERE id IN (SELECT id FROM conveyor_jobs WHERE state = 'scheduled' AND run_at <= {NOW} ORDER BY run_at LIMIT 1000)
+WHERE id IN (SELECT id FROM conveyor_jobs INDEXED BY conveyor_jobs_due
+             WHERE state = 'scheduled' AND run_at <= {NOW} ORDER BY run_at LIMIT 1000)
 """
 SQLITE_CLAIM = f"""
 UPDATE conveyor_jobs SET state = 'running', attempt = attempt + 1, lease_token = lease_token + 1,

@@ -84,8 +84,12 @@ RELEASE_EXPIRED_UNIQUE = f"UPDATE conveyor_jobs SET unique_key = NULL WHERE uniq
 
 STAGE_DUE = f"""
 UPDATE conveyor_jobs SET state = 'pending'
-WHERE id IN (SELECT id FROM conveyor_jobs WHERE state = 'scheduled' AND run_at <= {NOW} ORDER BY run_at LIMIT 1000)
+WHERE id IN (SELECT id FROM conveyor_jobs INDEXED BY conveyor_jobs_due
+             WHERE state = 'scheduled' AND run_at <= {NOW} ORDER BY run_at LIMIT 1000)
 """
+"""Due scheduled jobs become pending, in every claim. The index is named: a database that was never
+analysed (SQLite keeps no statistics of its own) otherwise reads every scheduled job through the
+state index and sorts them, 30 ms a claim with 100,000 delayed jobs, against 0.2 ms."""
 
 FINISH_JOBS = f"""
 UPDATE conveyor_jobs SET
@@ -119,7 +123,7 @@ UPDATE conveyor_jobs SET
         'error', 'worker lost: its lease expired before the run finished', 'worker_id', worker_id)),
     worker_id = NULL,
     lease_expires_at = NULL
-WHERE id IN (SELECT id FROM conveyor_jobs WHERE state = 'running' AND lease_expires_at <= {NOW} LIMIT ?)
+WHERE id IN (SELECT id FROM conveyor_jobs INDEXED BY conveyor_jobs_lease WHERE state = 'running' AND lease_expires_at <= {NOW} LIMIT ?)
 RETURNING id, state
 """
 

@@ -6,6 +6,8 @@ import subprocess
 import sys
 import threading
 
+import psycopg
+
 from conveyor import Conveyor
 from conveyor.backends import from_url
 from conveyor.backends.migrate import load
@@ -69,3 +71,25 @@ def test_claim_uses_the_partial_index_however_many_jobs_are_finished(app: Convey
     plan = app.backend.explain_claim(["default"])  # type: ignore[attr-defined]
     assert "conveyor_jobs_claim" in plan, plan
     assert "SCAN conveyor_jobs\n" not in plan + "\n" and "Seq Scan" not in plan, plan
+
+
+def test_staging_due_jobs_reads_the_due_index(app: Conveyor) -> None:
+    """Every claim first makes due scheduled jobs pending: with many delayed jobs that must stay a
+    range of the due index, not a read of every scheduled job. On SQLite even with no statistics
+    (it never gathers its own); on PostgreSQL with the statistics autovacuum keeps."""
+    from conveyor.backends import postgres, sqlite
+
+    @app.job()
+    def later(p: dict) -> None:  # type: ignore[type-arg]
+        return None
+
+    app.enqueue_many([("later", {}) for _ in range(2000)], delay=3600)
+    if app.backend.flavour == "sqlite":  # type: ignore[attr-defined]
+        rows = app.backend.conn.execute("EXPLAIN QUERY PLAN " + sqlite.STAGE_DUE).fetchall()  # type: ignore[attr-defined]
+        plan = " | ".join(str(r[-1]) for r in rows)
+        assert "conveyor_jobs_due" in plan and "TEMP B-TREE" not in plan, plan
+    else:
+        with psycopg.connect(app.backend.url, autocommit=True) as conn:
+            conn.execute("ANALYZE conveyor_jobs")
+            plan = " | ".join(str(r[0]) for r in conn.execute("EXPLAIN " + postgres.STAGE_DUE))
+        assert "conveyor_jobs_due" in plan and "Seq Scan" not in plan, plan
