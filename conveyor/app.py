@@ -147,12 +147,10 @@ class Conveyor:
                 continue
             job_type = item[0]
             known = shared.get(job_type)
-            if known is None:  # same order as new_job: the type, the payload, then the options
-                spec = self.registry.get(job_type)
-                text = encode(job_type, spec.model, item[1])
+            spec = known[0] if known else self.registry.get(job_type)
+            text = encode(job_type, spec.model, item[1])  # same order as new_job: the type, the payload, then the options
+            if known is None:
                 known = shared[job_type] = (spec, resolve(spec.options, options))
-            else:
-                text = encode(job_type, known[0].model, item[1])
             rows.append(row_of(job_type, text, known[1]))
         return rows
 

@@ -358,6 +358,13 @@ def claimed(rows: Sequence[Any], read: Callable[[Any], Job]) -> list[Job]:
     return jobs
 
 
+def corrupt_reason(columns: str | None, state: str | None) -> str | None:
+    """A row's problems (its JSON columns', its state's) as one ``Job.corrupt`` text; None for a sound row."""
+    if columns is None or state is None:
+        return columns or state
+    return f"{columns}; {state}"
+
+
 _STATES = {state.value: state for state in JobState}
 
 

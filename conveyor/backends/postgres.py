@@ -32,6 +32,7 @@ from conveyor.backends.base import (
     Schedule,
     WorkerInfo,
     claimed,
+    corrupt_reason,
     dependency_ids,
     initial_state,
     read_json_columns,
@@ -661,7 +662,7 @@ class PostgresBackend:
     def _job(r: Sequence[Any]) -> Job:
         cols = read_json_columns(r[4], r[19], r[20], r[21], decoded=True)
         state, odd_state = read_state(r[3])
-        corrupt = None if cols.corrupt is None and odd_state is None else "; ".join(p for p in (cols.corrupt, odd_state) if p)
+        corrupt = corrupt_reason(cols.corrupt, odd_state)
         return job_from_fields((
             r[0], r[1], r[2], state, cols.payload, r[5], r[6], r[7], r[8], r[9], r[10], r[11], r[12], r[13],
             r[14], r[15], r[16], r[17], r[18], cols.progress, cols.result, cols.errors, r[22], corrupt,

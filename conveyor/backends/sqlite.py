@@ -32,6 +32,7 @@ from conveyor.backends.base import (
     Schedule,
     WorkerInfo,
     claimed,
+    corrupt_reason,
     dependency_ids,
     initial_state,
     read_json_columns,
@@ -685,7 +686,7 @@ class SQLiteBackend:
     def _job(r: Sequence[Any], at: Callable[[float], datetime] = from_epoch) -> Job:
         cols = read_json_columns(r[4], r[19], r[20], r[21])
         state, odd_state = read_state(r[3])
-        corrupt = None if cols.corrupt is None and odd_state is None else "; ".join(p for p in (cols.corrupt, odd_state) if p)
+        corrupt = corrupt_reason(cols.corrupt, odd_state)
         return job_from_fields((
             r[0], r[1], r[2], state, cols.payload, r[5], r[6], r[7], at(r[8]), at(r[9]),
             None if r[10] is None else at(r[10]),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -43,10 +44,11 @@ class RunResult:
 class Executor:
     """Turns a claimed Job into a RunResult; never raises (a run's failure is data)."""
 
-    def __init__(self, app: Conveyor, worker_id: str, threads: ThreadPoolExecutor) -> None:
+    def __init__(self, app: Conveyor, worker_id: str, threads: ThreadPoolExecutor, overran: Callable[[], None] = lambda: None) -> None:
         self.app = app
         self.worker_id = worker_id
         self.threads = threads
+        self.overran = overran  # told each time a thread is left held
         self._backoffs: dict[tuple[str, str | None], Backoff] = {}
         self.stuck: set[asyncio.Future[Any]] = set()
         """Sync handlers that ran past their timeout and still hold a thread (Python cannot stop
@@ -56,6 +58,7 @@ class Executor:
         if not future.done():
             self.stuck.add(future)
             future.add_done_callback(self.stuck.discard)
+            self.overran()
 
     async def run(self, job: Job, ctx: JobContext) -> RunResult:
         started = time.monotonic()

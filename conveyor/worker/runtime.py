@@ -117,7 +117,7 @@ class Worker:
         self._slot = asyncio.Event()
         self.bridge = Bridge()
         self.threads = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="conveyor-job")
-        self.executor = Executor(self.app, self.id, self.threads)
+        self.executor = Executor(self.app, self.id, self.threads, overran=self._check_stuck)
         self.completer = Completer(self.app, self.bridge, self.settings.finish_batch, self.settings.finish_delay, lambda n: None)
         if self.install_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
@@ -166,7 +166,7 @@ class Worker:
         poll = self.settings.poll_interval
         failures = 0
         while not self._stopping:
-            free = self.concurrency - len(self.running) + self.batch_extra - len(self.executor.stuck)
+            free = self._free_slots()
             if free <= 0:
                 self._slot.clear()
                 await self._slot.wait()  # resumes a loop turn later: runs ending in this turn free their slots too
@@ -175,7 +175,7 @@ class Worker:
                 # Few slots free while many run: a moment lets more runs end, so one claim (one
                 # commit) fills many slots instead of each slot costing its own transaction.
                 await asyncio.sleep(CLAIM_GATHER)
-                free = self.concurrency - len(self.running) + self.batch_extra - len(self.executor.stuck)
+                free = self._free_slots()
             self._wake.clear()
             try:
                 jobs = await self._claim(ClaimParams(self.id, self.queues, free, self.lease_seconds, self.limits, (), self.aging))
@@ -193,6 +193,10 @@ class Worker:
                     self._start(job)
             if len(jobs) < free:
                 await self._sleep(poll)
+
+    def _free_slots(self) -> int:
+        """Slots to claim for: a batch takes one slot, a thread held by an overrun sync handler one."""
+        return self.concurrency - len(self.running) + self.batch_extra - len(self.executor.stuck)
 
     async def _claim(self, params: ClaimParams) -> list[Job]:
         """The claim's transaction on the database thread; its rows become Jobs here, on the loop,
@@ -224,8 +228,6 @@ class Worker:
             return
         self.completer.add(result)
         self._log(result)
-        if self.executor.stuck:
-            self._check_stuck()
 
     def _check_stuck(self) -> None:
         """Too many threads held by sync handlers that ran past their timeout: stop claiming,
@@ -289,8 +291,6 @@ class Worker:
             if not (run.lost or run.released):
                 self.completer.add(result)
                 self._log(result)
-        if self.executor.stuck:
-            self._check_stuck()
 
     def _log(self, r: RunResult) -> None:
         if log.isEnabledFor(logging.INFO):

@@ -5,11 +5,24 @@ from __future__ import annotations
 
 import pytest
 
-from conveyor import Conveyor, JobState
+from conveyor import Conveyor, Job, JobState
 from conveyor.outcome import MAX_ASKED_WAIT
 from conveyor.testing import running_worker, wait_until
 from conveyor.webhooks import deliver
 from tests.receiver import ReceiverServer, url_of
+
+
+def first_failure(app: Conveyor, receiver: ReceiverServer, backoff: float) -> Job:
+    """Run a job that delivers one webhook to ``receiver`` until its first attempt failed."""
+
+    @app.job(max_attempts=3, backoff=backoff)
+    def notify(p: dict) -> None:  # type: ignore[type-arg]
+        deliver(url_of(receiver), "whsec_dGVzdHNlY3JldHRlc3RzZWNyZXQ=", p, msg_id="msg_1", allow_private=True)
+
+    job_id = app.enqueue("notify", {"order": 1})
+    with running_worker(app):
+        wait_until(lambda: app.get_job(job_id).state is JobState.SCHEDULED)
+    return app.get_job(job_id)
 
 
 @pytest.mark.parametrize(("header", "expected"), [("120", 120.0), ("9999999", MAX_ASKED_WAIT)])
@@ -17,15 +30,7 @@ def test_a_webhook_answering_503_with_retry_after_is_retried_after_that_wait(
     app: Conveyor, receiver: ReceiverServer, header: str, expected: float
 ) -> None:
     receiver.answers.append((503, {"Retry-After": header}))
-
-    @app.job(max_attempts=3, backoff=1)
-    def notify(p: dict) -> None:  # type: ignore[type-arg]
-        deliver(url_of(receiver), "whsec_dGVzdHNlY3JldHRlc3RzZWNyZXQ=", p, msg_id="msg_1", allow_private=True)
-
-    job_id = app.enqueue("notify", {"order": 1})
-    with running_worker(app):
-        wait_until(lambda: app.get_job(job_id).state is JobState.SCHEDULED)
-    job = app.get_job(job_id)
+    job = first_failure(app, receiver, backoff=1)
     assert job.attempt == 1 and len(job.errors) == 1
     assert job.errors[0].error.startswith("WebhookDeliveryError") and "HTTP 503" in job.errors[0].error
     wait = (job.run_at - app.now()).total_seconds()
@@ -35,13 +40,5 @@ def test_a_webhook_answering_503_with_retry_after_is_retried_after_that_wait(
 
 def test_a_failure_without_an_asked_wait_keeps_its_backoff(app: Conveyor, receiver: ReceiverServer) -> None:
     receiver.answers.append((500, {}))
-
-    @app.job(max_attempts=3, backoff=30)
-    def notify(p: dict) -> None:  # type: ignore[type-arg]
-        deliver(url_of(receiver), "whsec_dGVzdHNlY3JldHRlc3RzZWNyZXQ=", p, msg_id="msg_2", allow_private=True)
-
-    job_id = app.enqueue("notify", {"order": 2})
-    with running_worker(app):
-        wait_until(lambda: app.get_job(job_id).state is JobState.SCHEDULED)
-    wait = (app.get_job(job_id).run_at - app.now()).total_seconds()
+    wait = (first_failure(app, receiver, backoff=30).run_at - app.now()).total_seconds()
     assert 25 < wait <= 30
