@@ -14,11 +14,11 @@ def from_url(url: str, db_timeout: float = 30.0) -> Backend:
     """
     scheme = url.split(":", 1)[0].lower()
     if scheme == "sqlite":
-        from conveyor.backends.sqlite import SQLiteBackend
+        from conveyor.backends.sqlite.backend import SQLiteBackend
 
         return SQLiteBackend(url)
     if scheme in ("postgres", "postgresql"):
-        from conveyor.backends.postgres import PostgresBackend
+        from conveyor.backends.postgres.backend import PostgresBackend
 
         return PostgresBackend(url, timeout=db_timeout)
     raise ConfigError("database_url", f"unsupported scheme {scheme!r}: use sqlite:///path.db or postgresql://host/db")

@@ -172,14 +172,14 @@ def insights_for(backend: Backend) -> Insights:
     """The Insights implementation matching a backend, sharing its connections."""
     flavour = getattr(backend, "flavour", "")
     if flavour == "sqlite":
-        from conveyor.backends.sqlite import SQLiteBackend
-        from conveyor.backends.sqlite_insights import SQLiteInsights
+        from conveyor.backends.sqlite.backend import SQLiteBackend
+        from conveyor.backends.sqlite.insights import SQLiteInsights
 
         assert isinstance(backend, SQLiteBackend)
         return SQLiteInsights(backend)
     if flavour == "postgres":
-        from conveyor.backends.postgres import PostgresBackend
-        from conveyor.backends.postgres_insights import PostgresInsights
+        from conveyor.backends.postgres.backend import PostgresBackend
+        from conveyor.backends.postgres.insights import PostgresInsights
 
         assert isinstance(backend, PostgresBackend)
         return PostgresInsights(backend)

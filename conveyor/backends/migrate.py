@@ -1,4 +1,4 @@
-"""Numbered schema migrations: ``migrations/<backend>/NNNN_name.sql``, applied in order once."""
+"""Numbered schema migrations: ``<backend>/migrations/NNNN_name.sql``, applied in order once."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ class Migration:
 
 def load(flavour: str) -> list[Migration]:
     """The migrations shipped for ``flavour`` ("sqlite" or "postgres"), oldest first."""
-    folder = resources.files("conveyor.backends") / "migrations" / flavour
+    folder = resources.files(f"conveyor.backends.{flavour}") / "migrations"
     found = []
     for entry in folder.iterdir():
         if entry.name.endswith(".sql"):

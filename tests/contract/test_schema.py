@@ -77,7 +77,8 @@ def test_staging_due_jobs_reads_the_due_index(app: Conveyor) -> None:
     """Every claim first makes due scheduled jobs pending: with many delayed jobs that must stay a
     range of the due index, not a read of every scheduled job. On SQLite even with no statistics
     (it never gathers its own); on PostgreSQL with the statistics autovacuum keeps."""
-    from conveyor.backends import postgres, sqlite
+    from conveyor.backends.postgres import backend as postgres
+    from conveyor.backends.sqlite import backend as sqlite
 
     @app.job()
     def later(p: dict) -> None:  # type: ignore[type-arg]

@@ -21,7 +21,7 @@ from conveyor.backends.insights import (
     WorkflowSummary,
     summarise_workflows,
 )
-from conveyor.backends.sqlite import NOW, SQLiteBackend
+from conveyor.backends.sqlite.backend import NOW, SQLiteBackend
 from conveyor.errors import BackendError
 from conveyor.job import JobState
 from conveyor.timeutil import from_epoch

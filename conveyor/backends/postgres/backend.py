@@ -16,8 +16,8 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
 from conveyor.backends import migrate
-from conveyor.backends import postgres_flow as flow
-from conveyor.backends import postgres_graph as graph
+from conveyor.backends.postgres import flow
+from conveyor.backends.postgres import graph
 from conveyor.backends.base import (
     FINAL,
     JOB_COLUMNS,
@@ -564,7 +564,7 @@ class PostgresBackend:
             conn.execute("SELECT pg_notify(%s, '')", (self.channel,))
         return count
 
-    # -- flow control and schedules (conveyor/backends/postgres_flow.py) -----------------
+    # -- flow control and schedules (conveyor/backends/postgres/flow.py) -----------------
 
     def _claim_flow(self, params: ClaimParams) -> list[Any]:
         with self._conn() as conn:

@@ -16,8 +16,8 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from conveyor.backends import migrate
-from conveyor.backends import sqlite_flow as flow
-from conveyor.backends import sqlite_graph as graph
+from conveyor.backends.sqlite import flow
+from conveyor.backends.sqlite import graph
 from conveyor.backends.base import (
     FINAL,
     JOB_COLUMNS,
@@ -579,7 +579,7 @@ class SQLiteBackend:
         self._notify()
         return count
 
-    # -- flow control and schedules (conveyor/backends/sqlite_flow.py) -------------------
+    # -- flow control and schedules (conveyor/backends/sqlite/flow.py) -------------------
 
     def _claim_flow(self, params: ClaimParams) -> list[Any]:
         with self._write() as conn:

@@ -24,7 +24,7 @@ from conveyor.backends.insights import (
     WorkflowSummary,
     summarise_workflows,
 )
-from conveyor.backends.postgres import PostgresBackend
+from conveyor.backends.postgres.backend import PostgresBackend
 from conveyor.job import JobState
 
 # An index-only scan of (state, queue, type).
