@@ -10,7 +10,8 @@ from conveyor.backends.base import Dependency
 from conveyor.errors import OptionError, WorkflowError
 from conveyor.ratelimit import RateLimit, check_concurrency
 from conveyor.retry import Backoff, BackoffSpec, make_backoff
-from conveyor.timeutil import seconds, to_epoch
+from conveyor.storable import storable_text
+from conveyor.timeutil import check_moment, check_seconds
 from conveyor.workflow import dependencies
 
 DEFAULT_QUEUE = "default"
@@ -36,9 +37,9 @@ class JobOptions:
         check_int("priority", self.priority)
         check_int("max_attempts", self.max_attempts, minimum=1)
         if self.timeout is not None:
-            check_positive("timeout", self.timeout)
+            object.__setattr__(self, "timeout", check_duration("timeout", self.timeout))
         if self.unique_for is not None:
-            check_positive("unique_for", self.unique_for)
+            object.__setattr__(self, "unique_for", check_duration("unique_for", self.unique_for))
         make_backoff(self.backoff)  # refuse a bad spec at declaration
         if self.rate_limit is not None:
             RateLimit.parse(self.rate_limit)
@@ -106,31 +107,31 @@ def resolve(defaults: JobOptions, overrides: EnqueueOptions | dict[str, Any]) ->
     max_attempts = defaults.max_attempts if "max_attempts" not in overrides else check_int("max_attempts", overrides["max_attempts"], minimum=1)
     delay = 0.0
     if "delay" in overrides:
-        delay = seconds(overrides["delay"])
-        if delay < 0:
-            raise OptionError("delay", f"must be >= 0, not {delay}")
+        delay = check_duration("delay", overrides["delay"], positive=False)
     run_at = None
     if "run_at" in overrides:
         moment = overrides["run_at"]
         if not isinstance(moment, datetime):
             raise OptionError("run_at", f"must be a datetime, not {type(moment).__name__}")
         try:
-            run_at = to_epoch(moment)
+            run_at = check_moment("run_at", moment)
         except ValueError as exc:
             raise OptionError("run_at", str(exc)) from None
     # floats, as an override is: PostgreSQL's driver refuses a column array mixing int and float
     timeout = None if defaults.timeout is None else float(defaults.timeout)
     if "timeout" in overrides:
-        timeout = check_positive("timeout", seconds(overrides["timeout"]))
+        timeout = check_duration("timeout", overrides["timeout"])
     backoff = None
     if "backoff" in overrides:
         backoff = encode_backoff(overrides["backoff"])
     unique_for = None if defaults.unique_for is None else float(defaults.unique_for)
     if "unique_for" in overrides:
-        unique_for = check_positive("unique_for", seconds(overrides["unique_for"]))
+        unique_for = check_duration("unique_for", overrides["unique_for"])
     key = overrides.get("idempotency_key")
     if key is not None and (not isinstance(key, str) or not key or len(key) > 255):
         raise OptionError("idempotency_key", "must be a non-empty string of at most 255 characters")
+    if key is not None and storable_text(key) != key:
+        raise OptionError("idempotency_key", f"must not contain NUL or lone surrogates, which no database stores as text: {key!r}")
     depends_on: tuple[Dependency, ...] = ()
     if overrides.get("depends_on"):
         on_failure = overrides.get("on_failure", "cancel")
@@ -160,8 +161,8 @@ def encode_backoff(spec: Any) -> str:
     """A per-job backoff must be storable: 'exponential', 'fixed' or seconds."""
     if spec in ("exponential", "fixed"):
         return str(spec)
-    if isinstance(spec, int | float) and not isinstance(spec, bool) and spec >= 0:
-        return f"{float(spec)}"
+    if isinstance(spec, int | float) and not isinstance(spec, bool):
+        return f"{check_duration('backoff', spec, positive=False)}"
     raise OptionError("backoff", "per-enqueue backoff must be 'exponential', 'fixed' or seconds >= 0")
 
 
@@ -190,7 +191,9 @@ def check_int(option: str, value: Any, minimum: int | None = None) -> int:
     return value
 
 
-def check_positive(option: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-        raise OptionError(option, f"must be a positive number of seconds, not {value!r}")
-    return float(value)
+def check_duration(option: str, value: Any, positive: bool = True) -> float:
+    """Seconds (a number or a timedelta) within the stored bounds (``conveyor.timeutil.MAX_DELAY``)."""
+    try:
+        return check_seconds("it", value, positive)
+    except ValueError as exc:
+        raise OptionError(option, str(exc).removeprefix("it ")) from None

@@ -8,16 +8,23 @@ from dataclasses import dataclass
 from typing import Any
 
 from conveyor.retry import Backoff, next_delay
+from conveyor.timeutil import check_seconds
 
 
 class Snooze(Exception):
     """Run again after ``seconds`` without spending an attempt.
 
-    Return it or raise it, e.g. when a remote service answered 429 with Retry-After.
+    Return it or raise it, e.g. when a remote service answered 429 with Retry-After. A negative
+    wait means now; a wait that is not finite or over ten years (``MAX_DELAY``) is a ValueError.
     """
 
     def __init__(self, seconds: float, reason: str = "snoozed") -> None:
-        self.seconds = max(0.0, float(seconds))
+        if isinstance(seconds, int | float) and not isinstance(seconds, bool) and -math.inf < seconds < 0:
+            seconds = 0.0
+        try:
+            self.seconds = check_seconds("Snooze seconds", seconds)
+        except ValueError as exc:
+            raise ValueError(str(exc)) from None
         self.reason = reason
         super().__init__(f"{reason}: run again in {self.seconds:g} s")
 

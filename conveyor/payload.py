@@ -3,21 +3,21 @@
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
 from conveyor.errors import PayloadError
-
-NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
-"""JSON's escape for a NUL character (an odd run of backslashes before u0000)."""
+from conveyor.storable import json_problem
 
 JSON = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
 """One encoder for every payload: ``json.dumps`` with options builds a new encoder per call."""
 
 MAX_PAYLOAD_BYTES = 1_048_576
 """A payload is a job's arguments, not its data: large blobs belong in storage, referenced by id."""
+
+
+TOO_DEEP = {"field": "", "message": "payload is nested too deeply to be stored and read back", "type": "too_deep"}
 
 
 def field_errors(exc: ValidationError) -> list[dict[str, Any]]:
@@ -39,7 +39,13 @@ def encode(job_type: str, model: type[BaseModel] | None, data: Any, max_bytes: i
             instance = data if isinstance(data, model) else model.model_validate(data)
         except ValidationError as exc:
             raise PayloadError(job_type, field_errors(exc)) from None
-        text = instance.model_dump_json()
+        except RecursionError:
+            raise PayloadError(job_type, [TOO_DEEP]) from None
+        try:
+            text = instance.model_dump_json()
+        except ValueError as exc:  # pydantic's serialization error: a lone surrogate, or too deep
+            error = TOO_DEEP if "depth" in str(exc) else {"field": "", "message": f"payload cannot be stored: {exc}", "type": "json_type"}
+            raise PayloadError(job_type, [error]) from None
     else:
         if data is None:
             data = {}
@@ -49,9 +55,11 @@ def encode(job_type: str, model: type[BaseModel] | None, data: Any, max_bytes: i
             text = JSON.encode(data)
         except (TypeError, ValueError) as exc:
             raise PayloadError(job_type, [{"field": "", "message": f"payload is not JSON-serializable: {exc}", "type": "json_type"}]) from None
-    # PostgreSQL's jsonb cannot hold NUL: refuse it on every backend (the regex only when the escape appears at all)
-    if "\\u0000" in text and NUL_ESCAPE.search(text):
-        raise PayloadError(job_type, [{"field": "", "message": "payload contains a NUL character (\\u0000), which cannot be stored", "type": "nul_character"}])
+        except RecursionError:
+            raise PayloadError(job_type, [TOO_DEEP]) from None
+    problem = json_problem(text)  # refused on every backend, though only one of them may fail on it
+    if problem is not None:
+        raise PayloadError(job_type, [{"field": "", "message": f"payload {problem[1]}", "type": problem[0]}])
     if len(text) > max_bytes:
         raise PayloadError(job_type, [{"field": "", "message": f"payload is {len(text)} bytes, over the limit of {max_bytes}", "type": "too_large"}])
     return text

@@ -6,6 +6,7 @@ they hold across every worker process and machine (see ``ClaimLimit``).
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from typing import Any
 
 from conveyor.backends.base import ClaimLimit, LimitKind
 from conveyor.errors import DeclarationError, OptionError
-from conveyor.outcome import Snooze
+from conveyor.outcome import MAX_ASKED_WAIT, Snooze
 
 UNITS = {"s": 1.0, "sec": 1.0, "second": 1.0, "m": 60.0, "min": 60.0, "minute": 60.0, "h": 3600.0, "hour": 3600.0, "d": 86400.0, "day": 86400.0}
 RULE = re.compile(r"^\s*(\d+)\s*/\s*(\d*\.?\d*)\s*([a-z]+?)s?\s*$")
@@ -128,22 +129,29 @@ class RetryAfter(Snooze):
 
 
 def retry_after_seconds(value: str | float | timedelta | None, default: float = 60.0, now: datetime | None = None) -> float:
-    """Seconds to wait for a Retry-After value; never negative."""
+    """Seconds to wait for a Retry-After value: never negative, at most a day (``MAX_ASKED_WAIT``,
+    as for a failure's ``retry_after``), ``default`` when missing, unreadable or nan."""
+    return min(max(0.0, _asked(value, default, now)), MAX_ASKED_WAIT)
+
+
+def _asked(value: str | float | timedelta | None, default: float, now: datetime | None) -> float:
     if value is None:
         return default
     if isinstance(value, timedelta):
-        return max(0.0, value.total_seconds())
+        return value.total_seconds()
     if isinstance(value, int | float) and not isinstance(value, bool):
-        return max(0.0, float(value))
+        return default if math.isnan(value) else float(value)
     text = str(value).strip()
     try:
-        return max(0.0, float(text))
+        number = float(text)
     except ValueError:
         pass
+    else:
+        return default if math.isnan(number) else number
     try:
         moment = parsedate_to_datetime(text)
     except (TypeError, ValueError, IndexError):
         return default
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return max(0.0, (moment - (now or datetime.now(UTC))).total_seconds())
+    return (moment - (now or datetime.now(UTC))).total_seconds()

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from conveyor.errors import DeclarationError
+from conveyor.timeutil import MAX_DELAY, check_seconds
 
 
 class Backoff(Protocol):
@@ -61,18 +63,22 @@ def make_backoff(spec: BackoffSpec) -> Backoff:
     if isinstance(spec, bool):
         raise DeclarationError(f"backoff must be 'exponential', 'fixed', seconds or a callable, not {spec!r}")
     if isinstance(spec, int | float):
-        if spec < 0:
-            raise DeclarationError(f"backoff seconds must be >= 0, not {spec!r}")
-        return Fixed(float(spec))
+        try:
+            return Fixed(check_seconds("backoff", spec))
+        except ValueError as exc:
+            raise DeclarationError(str(exc)) from None
     if callable(spec):
         return spec  # type: ignore[return-value]  # any callable attempt -> seconds is a Backoff
     raise DeclarationError(f"backoff must be 'exponential', 'fixed', seconds or a callable, not {spec!r}")
 
 
 def next_delay(backoff: Backoff, attempt: int) -> float:
-    """The strategy's delay, made safe: a broken callable falls back to exponential."""
+    """The strategy's delay, made safe: a broken callable (or one answering nan) falls back to
+    exponential, and the answer is kept within ``[0, MAX_DELAY]`` (an infinite wait is the longest)."""
     try:
         delay = float(backoff(attempt))
     except Exception:  # noqa: BLE001 (a user's callable must not lose the job)
-        return Exponential()(attempt)
-    return max(0.0, delay)
+        delay = math.nan
+    if math.isnan(delay):
+        return min(Exponential()(attempt), MAX_DELAY)
+    return min(max(0.0, delay), MAX_DELAY)

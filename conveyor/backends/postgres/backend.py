@@ -16,8 +16,6 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
 from conveyor.backends import migrate
-from conveyor.backends.postgres import flow
-from conveyor.backends.postgres import graph
 from conveyor.backends.base import (
     FINAL,
     JOB_COLUMNS,
@@ -38,6 +36,7 @@ from conveyor.backends.base import (
     read_json_columns,
     read_state,
 )
+from conveyor.backends.postgres import flow, graph
 from conveyor.errors import BackendError, BackendUnavailable
 from conveyor.job import Job, JobState, job_from_fields
 

@@ -16,8 +16,6 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from conveyor.backends import migrate
-from conveyor.backends.sqlite import flow
-from conveyor.backends.sqlite import graph
 from conveyor.backends.base import (
     FINAL,
     JOB_COLUMNS,
@@ -38,6 +36,7 @@ from conveyor.backends.base import (
     read_json_columns,
     read_state,
 )
+from conveyor.backends.sqlite import flow, graph
 from conveyor.errors import BackendError, ConfigError
 from conveyor.job import Job, JobState, job_from_fields
 from conveyor.timeutil import epoch_memo, from_epoch, to_epoch
