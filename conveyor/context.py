@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from conveyor.backends.base import Lease, NewJob
 from conveyor.job import Job
+from conveyor.storable import MAX_JSON_DEPTH, json_depth, json_problem, storable_json
 from conveyor.workflow import PendingJob
 
 if TYPE_CHECKING:
@@ -98,8 +99,10 @@ class JobContext:
         return await asyncio.to_thread(self.parent_results)
 
     def progress(self, value: Any) -> None:
-        """Record progress (any JSON value); written with the next lease renewal."""
-        json.dumps(value)
+        """Record progress (any JSON value a database can store); written with the next lease renewal."""
+        problem = json_problem(json.dumps(value))
+        if problem is not None:
+            raise ValueError(f"progress {problem[1]}")
         self.pending_progress = value
 
     def once(self, key: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -130,14 +133,17 @@ class JobContext:
 
 
 def encode_result(value: Any, limit: int = 65_536) -> str | None:
-    """A handler's or step's return value as stored JSON; unserializable or oversized → None."""
+    """A handler's or step's return value as stored JSON (a NUL or lone surrogate in its text
+    replaced, see ``conveyor.storable``); unserializable, too deep or oversized → None."""
     if value is None:
         return None
     try:
         text = json.dumps(value, separators=(",", ":"), default=_model_dump)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RecursionError):
         return None
-    return text if len(text) <= limit else None
+    if len(text) > limit or (text.count("[") + text.count("{") > MAX_JSON_DEPTH and json_depth(text) > MAX_JSON_DEPTH):
+        return None
+    return storable_json(text)
 
 
 def _model_dump(value: Any) -> Any:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from conveyor.retry import Backoff, next_delay
+from conveyor.storable import storable_text
 from conveyor.timeutil import check_seconds
 
 
@@ -33,8 +34,8 @@ class Cancel(Exception):
     """Stop this job for good without retrying; it ends ``cancelled`` with the reason."""
 
     def __init__(self, reason: str = "cancelled by handler") -> None:
-        self.reason = reason
-        super().__init__(reason)
+        self.reason = storable_text(str(reason))
+        super().__init__(self.reason)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,18 +71,18 @@ Decision = Complete | Retry | Dead | Snoozed | Cancelled
 
 
 def describe(exc: BaseException) -> str:
-    """``Type: message``, even when the exception's own ``__str__`` raises."""
+    """``Type: message`` as storable text, even when the exception's own ``__str__`` raises."""
     name = type(exc).__name__
     try:
         text = str(exc)
     except Exception:  # noqa: BLE001 (a hostile __str__ must not lose the job)
         text = "<str() of the exception raised>"
-    return f"{name}: {text}" if text else name
+    return storable_text(f"{name}: {text}" if text else name)
 
 
 def format_traceback(exc: BaseException) -> str | None:
     try:
-        return "".join(tb.format_exception(exc))[-8000:]
+        return storable_text("".join(tb.format_exception(exc))[-8000:])
     except Exception:  # noqa: BLE001 (nor a traceback that cannot be formatted)
         return None
 
