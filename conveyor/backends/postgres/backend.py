@@ -145,6 +145,7 @@ class PostgresBackend:
         self._listen_thread: threading.Thread | None = None
         self._closing = threading.Event()
         self._migrated = False
+        self._migrate_lock = threading.Lock()
         self.channel = CHANNEL
 
     # -- connections -------------------------------------------------------------------
@@ -185,7 +186,14 @@ class PostgresBackend:
     # -- migrations ---------------------------------------------------------------------
 
     def migrate(self) -> list[int]:
-        self._migrated = True
+        """Apply missing migrations (an advisory lock serialises processes, a thread lock this
+        one's threads); the database counts as migrated only once they are committed."""
+        with self._migrate_lock:
+            applied = self._migrate()
+            self._migrated = True
+        return applied
+
+    def _migrate(self) -> list[int]:
         applied: list[int] = []
         try:
             with self.pool.connection(timeout=self.timeout) as conn:
@@ -206,11 +214,11 @@ class PostgresBackend:
                     )
                     applied.append(migration.version)
         except psycopg.OperationalError as exc:
-            self._migrated = False
             raise BackendUnavailable(f"PostgreSQL unavailable: {exc}") from exc
         except psycopg.Error as exc:
-            self._migrated = False
             raise BackendError(f"PostgreSQL migration failed: {exc}") from exc
+        except TimeoutError as exc:  # psycopg_pool.PoolTimeout
+            raise BackendUnavailable(f"PostgreSQL: no connection within {self.timeout:g} s: {exc}") from exc
         return applied
 
     def migrations_applied(self) -> list[int]:

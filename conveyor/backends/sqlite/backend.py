@@ -160,6 +160,7 @@ class SQLiteBackend:
         self._watcher: threading.Thread | None = None
         self._closing = threading.Event()
         self._migrated = False
+        self._migrate_lock = threading.Lock()
 
     # -- connections -------------------------------------------------------------------
 
@@ -188,19 +189,24 @@ class SQLiteBackend:
 
     @property
     def conn(self) -> sqlite3.Connection:
+        """This thread's connection, to a migrated database."""
+        conn = self._thread_conn()
+        if not self._migrated:
+            self.migrate()
+        return conn
+
+    def _thread_conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
             conn = self.connect()
             self._local.conn = conn
             with self._lock:
                 self._all.append(conn)
-            if not self._migrated:
-                self.migrate()
         return conn
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        conn = self.conn
+    def _write(self, conn: sqlite3.Connection | None = None) -> Iterator[sqlite3.Connection]:
+        conn = self.conn if conn is None else conn
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
@@ -208,13 +214,16 @@ class SQLiteBackend:
         try:
             yield conn
         except sqlite3.Error as exc:
-            conn.execute("ROLLBACK")
+            rollback(conn)
             raise BackendError(f"SQLite: {exc}") from exc
         except BaseException:
-            conn.execute("ROLLBACK")
+            rollback(conn)
             raise
-        else:
+        try:
             conn.execute("COMMIT")
+        except sqlite3.Error as exc:  # e.g. disk full while writing the WAL: the transaction is not kept
+            rollback(conn)
+            raise BackendError(f"SQLite: could not commit: {exc}") from exc
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -244,11 +253,17 @@ class SQLiteBackend:
     # -- migrations ---------------------------------------------------------------------
 
     def migrate(self) -> list[int]:
-        """Apply missing migrations under one write lock, so concurrent starters agree."""
-        self._migrated = True
-        conn = self.conn
+        """Apply missing migrations under one write lock, so concurrent starters agree. The
+        database counts as migrated only once they are committed: a thread arriving meanwhile
+        waits for them (it would find no tables otherwise)."""
+        with self._migrate_lock:
+            applied = self._migrate(self._thread_conn())
+            self._migrated = True
+        return applied
+
+    def _migrate(self, conn: sqlite3.Connection) -> list[int]:
         applied: list[int] = []
-        with self._write():
+        with self._write(conn):
             conn.execute(
                 "CREATE TABLE IF NOT EXISTS conveyor_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)"
             )
@@ -694,6 +709,15 @@ class SQLiteBackend:
             None if r[13] is None else at(r[13]),
             r[14], r[15], r[16], r[17], r[18], cols.progress, cols.result, cols.errors, r[22], corrupt,
         ))  # fmt: skip
+
+
+def rollback(conn: sqlite3.Connection) -> None:
+    """End a failed transaction; one SQLite already rolled back (after an I/O error) is fine."""
+    try:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+    except sqlite3.Error:
+        pass
 
 
 def split_statements(script: str) -> Iterator[str]:
