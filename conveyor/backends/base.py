@@ -11,12 +11,12 @@ import json
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, NamedTuple, Protocol
 
 from conveyor.errors import WorkflowError
-from conveyor.job import Job, JobError, JobState
+from conveyor.job import Job, JobError, JobState, job_from_fields
 
 FINAL = frozenset({JobState.COMPLETED, JobState.DEAD, JobState.CANCELLED})
 """Outcome states that end a job, and so may wake or cancel its dependents."""
@@ -312,7 +312,7 @@ def read_json_columns(payload: Any, progress: Any, result: Any, errors: Any, dec
         # The claimed row: no history, no result yet, a payload that Conveyor wrote compactly.
         try:
             data, end = _scan(payload, 0)
-        except (StopIteration, TypeError, ValueError):
+        except (StopIteration, TypeError, ValueError, RecursionError):
             end = -1
         if end == len(payload) and type(data) is dict:
             return JsonColumns(data, None, None, (), None)
@@ -326,7 +326,7 @@ def read_json_columns(payload: Any, progress: Any, result: Any, errors: Any, dec
         history = errors if decoded else _load("errors", errors, [], problems)
         try:
             parsed = tuple(JobError.from_dict(e) for e in history)
-        except (TypeError, ValueError, AttributeError):
+        except (TypeError, ValueError, AttributeError, OverflowError, OSError):
             problems.append("errors is not a list of error records")
     return JsonColumns(
         data,
@@ -348,7 +348,9 @@ def _load(name: str, value: Any, default: Any, problems: list[str]) -> Any:
         return json.loads(value)
     except ValueError as exc:
         problems.append(f"{name} is not valid JSON ({exc})")
-        return default
+    except RecursionError:
+        problems.append(f"{name} is nested too deeply to be read")
+    return default
 
 
 def claimed(rows: Sequence[Any], read: Callable[[Any], Job]) -> list[Job]:
@@ -372,6 +374,59 @@ def read_state(value: str) -> tuple[JobState, str | None]:
     """A stored state; an unknown one (the CHECK constraint bypassed) reads as dead, with why."""
     state = _STATES.get(value)
     return (state, None) if state is not None else (JobState.DEAD, f"unknown state {value!r}")
+
+
+class Unreadable(NamedTuple):
+    """A column value the driver could not turn into Python (a PostgreSQL row read leniently)."""
+
+    reason: str
+
+
+class Salvaged(tuple[Any, ...]):
+    """A row read value by value after the driver failed on it: some values may be ``Unreadable``."""
+
+    __slots__ = ()
+
+
+TIME_COLUMNS = {8: "run_at", 9: "created_at", 10: "attempted_at", 11: "finished_at", 13: "lease_expires_at"}
+JSON_COLUMNS = {4: "payload", 19: "progress", 20: "result", 21: "errors"}
+TIME_UNREADABLE = datetime.min.replace(tzinfo=UTC)
+"""What an unreadable time reads as (the row says why in ``corrupt``)."""
+
+
+def salvaged_job(r: Sequence[Any], decoded: bool, at: Callable[[float], datetime] | None = None) -> Job:
+    """A job row that the fast reader could not read (a time out of range, JSON nested too deep,
+    a value the driver failed on) as a Job whose ``corrupt`` says what is wrong, never an
+    exception: the worker moves it to the dead letters and every surface can still show it.
+    ``at`` converts stored times (SQLite's epoch seconds); None when the driver did (PostgreSQL)."""
+    values = list(r)
+    problems: list[str] = []
+    for i, name in TIME_COLUMNS.items():
+        value = values[i]
+        if isinstance(value, Unreadable):
+            problems.append(value.reason)
+            values[i] = TIME_UNREADABLE if i in (8, 9) else None
+        elif at is not None and value is not None:
+            try:
+                values[i] = at(value)
+            except (ValueError, OverflowError, OSError, TypeError) as exc:
+                problems.append(f"{name} {value!r} is out of range ({exc})")
+                values[i] = TIME_UNREADABLE if i in (8, 9) else None
+    for i in JSON_COLUMNS:
+        value = values[i]
+        if isinstance(value, Unreadable):
+            problems.append(value.reason)
+            values[i] = {} if i == 4 else ([] if i == 21 and decoded else ("[]" if i == 21 else None))
+    for i, value in enumerate(values):
+        if isinstance(value, Unreadable):
+            problems.append(value.reason)
+            values[i] = None
+    cols = read_json_columns(values[4], values[19], values[20], values[21], decoded=decoded)
+    state, odd_state = read_state(values[3])
+    corrupt = "; ".join(p for p in (*problems, cols.corrupt, odd_state) if p)
+    return job_from_fields((
+        *values[:3], state, cols.payload, *values[5:19], cols.progress, cols.result, cols.errors, values[22], corrupt or None,
+    ))  # fmt: skip
 
 
 JOB_COLUMNS = (

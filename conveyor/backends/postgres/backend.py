@@ -27,6 +27,7 @@ from conveyor.backends.base import (
     NewJob,
     NewSchedule,
     Outcome,
+    Salvaged,
     Schedule,
     WorkerInfo,
     claimed,
@@ -35,8 +36,10 @@ from conveyor.backends.base import (
     initial_state,
     read_json_columns,
     read_state,
+    salvaged_job,
 )
 from conveyor.backends.postgres import flow, graph
+from conveyor.backends.postgres.rows import fetch_rows
 from conveyor.errors import BackendError, BackendUnavailable
 from conveyor.job import Job, JobState, job_from_fields
 
@@ -347,7 +350,7 @@ class PostgresBackend:
             with conn.pipeline():  # BEGIN, stage and claim in one round trip
                 conn.execute(STAGE_DUE)
                 cur = conn.execute(sql, args)
-            return cur.fetchall()
+            return fetch_rows(cur)
 
     def explain_claim(self, queues: Sequence[str]) -> str:
         """The query plan of the claim's row selection (for tests and ``conveyor doctor``)."""
@@ -467,8 +470,8 @@ class PostgresBackend:
 
     def job_get(self, job_id: int) -> Job | None:
         with self._conn() as conn:
-            row = conn.execute(f"SELECT {JOB_COLUMNS} FROM conveyor_jobs WHERE id = %s", (job_id,)).fetchone()
-        return None if row is None else self._job(row)
+            rows = fetch_rows(conn.execute(f"SELECT {JOB_COLUMNS} FROM conveyor_jobs WHERE id = %s", (job_id,)))
+        return self._job(rows[0]) if rows else None
 
     def jobs_list(self, where: JobFilter, limit: int = 100, before_id: int | None = None) -> list[Job]:
         clause, args = self._where(where)
@@ -476,9 +479,9 @@ class PostgresBackend:
             clause += " AND id < %s"
             args.append(before_id)
         with self._conn() as conn:
-            rows = conn.execute(
+            rows = fetch_rows(conn.execute(
                 f"SELECT {JOB_COLUMNS} FROM conveyor_jobs WHERE {clause} ORDER BY id DESC LIMIT %s", (*args, limit)
-            ).fetchall()
+            ))
         return [self._job(r) for r in rows]
 
     def jobs_count(self, where: JobFilter) -> int:
@@ -552,9 +555,9 @@ class PostgresBackend:
 
     def workflow_jobs(self, workflow_id: str, limit: int = 100_000) -> list[Job]:
         with self._conn() as conn:
-            rows = conn.execute(
+            rows = fetch_rows(conn.execute(
                 f"SELECT {JOB_COLUMNS} FROM conveyor_jobs WHERE workflow_id = %s ORDER BY id LIMIT %s", (workflow_id, limit)
-            ).fetchall()
+            ))
         return [self._job(r) for r in rows]
 
     def job_edges(self, job_ids: Sequence[int]) -> list[tuple[int, int, bool]]:
@@ -667,6 +670,8 @@ class PostgresBackend:
 
     @staticmethod
     def _job(r: Sequence[Any]) -> Job:
+        if type(r) is Salvaged:
+            return salvaged_job(r, decoded=True)
         cols = read_json_columns(r[4], r[19], r[20], r[21], decoded=True)
         state, odd_state = read_state(r[3])
         corrupt = corrupt_reason(cols.corrupt, odd_state)

@@ -28,6 +28,7 @@ from conveyor.backends.base import (
     NewSchedule,
     Schedule,
 )
+from conveyor.backends.postgres.rows import fetch_rows
 
 J_COLUMNS = ", ".join(f"j.{c.strip()}" for c in JOB_COLUMNS.split(","))
 CANDIDATE = "SELECT id, type, queue, priority, extract(epoch FROM run_at)::float8 FROM conveyor_jobs"
@@ -88,7 +89,7 @@ def claim(conn: psycopg.Connection[Any], params: ClaimParams) -> list[Any]:
     picked = flow.choose(params, budgets, moment.timestamp(), source)
     if not picked:
         return []
-    rows = conn.execute(CLAIM_PICKED, (params.worker_id, moment, moment, params.lease_seconds, [c.id for c in picked])).fetchall()
+    rows = fetch_rows(conn.execute(CLAIM_PICKED, (params.worker_id, moment, moment, params.lease_seconds, [c.id for c in picked])))
     starts = flow.rate_starts(params.limits, [(r[1], r[2]) for r in rows])
     if starts:
         conn.execute("INSERT INTO conveyor_rate_starts (key, at) SELECT k, %s FROM unnest(%s::text[]) AS k", (moment, starts))

@@ -35,6 +35,7 @@ from conveyor.backends.base import (
     initial_state,
     read_json_columns,
     read_state,
+    salvaged_job,
 )
 from conveyor.backends.sqlite import flow, graph
 from conveyor.errors import BackendError, ConfigError
@@ -364,6 +365,9 @@ class SQLiteBackend:
 
     def jobs_claim_rows(self, params: ClaimParams) -> list[Any]:
         """The claim's transaction; its rows as the driver returns them (see ``read_claimed``)."""
+        return self._tolerant(lambda: self._claim_rows(params))
+
+    def _claim_rows(self, params: ClaimParams) -> list[Any]:
         if params.limits or params.types or params.aging:
             return self._claim_flow(params)
         branches = " UNION ALL ".join(
@@ -502,18 +506,42 @@ class SQLiteBackend:
 
     # -- reading and steering -----------------------------------------------------------
 
+    def _read(self, sql: str, args: Sequence[Any]) -> list[Any]:
+        """Rows of a read, driver errors translated, rows with invalid UTF-8 read all the same."""
+        def read() -> list[Any]:
+            try:
+                return self.conn.execute(sql, args).fetchall()
+            except sqlite3.Error as exc:
+                raise BackendError(f"SQLite: {exc}") from exc
+
+        return self._tolerant(read)
+
+    def _tolerant(self, read: Callable[[], list[Any]]) -> list[Any]:
+        """``read()``, and if a row holds text that is not UTF-8 (which older versions wrote for a
+        lone surrogate) again with such text decoded leniently (U+FFFD), not failing every time.
+        Only then: the strict decoder is the driver's fast path."""
+        try:
+            return read()
+        except BackendError as exc:
+            if "decode to UTF-8" not in str(exc):
+                raise
+        conn = self.conn
+        conn.text_factory = lenient_text
+        try:
+            return read()
+        finally:
+            conn.text_factory = str
+
     def job_get(self, job_id: int) -> Job | None:
-        row = self.conn.execute(f"SELECT {JOB_COLUMNS} FROM conveyor_jobs WHERE id = ?", (job_id,)).fetchone()
-        return None if row is None else self._job(row)
+        rows = self._read(f"SELECT {JOB_COLUMNS} FROM conveyor_jobs WHERE id = ?", (job_id,))
+        return self._job(rows[0]) if rows else None
 
     def jobs_list(self, where: JobFilter, limit: int = 100, before_id: int | None = None) -> list[Job]:
         clause, args = self._where(where)
         if before_id is not None:
             clause += " AND id < ?"
             args.append(before_id)
-        rows = self.conn.execute(
-            f"SELECT {JOB_COLUMNS} FROM conveyor_jobs WHERE {clause} ORDER BY id DESC LIMIT ?", (*args, limit)
-        ).fetchall()
+        rows = self._read(f"SELECT {JOB_COLUMNS} FROM conveyor_jobs WHERE {clause} ORDER BY id DESC LIMIT ?", (*args, limit))
         return [self._job(r) for r in rows]
 
     def jobs_count(self, where: JobFilter) -> int:
@@ -576,9 +604,7 @@ class SQLiteBackend:
     # -- workflows ----------------------------------------------------------------------
 
     def workflow_jobs(self, workflow_id: str, limit: int = 100_000) -> list[Job]:
-        rows = self.conn.execute(
-            f"SELECT {JOB_COLUMNS} FROM conveyor_jobs WHERE workflow_id = ? ORDER BY id LIMIT ?", (workflow_id, limit)
-        ).fetchall()
+        rows = self._read(f"SELECT {JOB_COLUMNS} FROM conveyor_jobs WHERE workflow_id = ? ORDER BY id LIMIT ?", (workflow_id, limit))
         return [self._job(r) for r in rows]
 
     def job_edges(self, job_ids: Sequence[int]) -> list[tuple[int, int, bool]]:
@@ -698,6 +724,13 @@ class SQLiteBackend:
 
     @staticmethod
     def _job(r: Sequence[Any], at: Callable[[float], datetime] = from_epoch) -> Job:
+        try:
+            return SQLiteBackend._read_job(r, at)
+        except (ValueError, OverflowError, OSError, RecursionError, TypeError):
+            return salvaged_job(r, decoded=False, at=at)  # a time out of range, or JSON too deep: read it value by value
+
+    @staticmethod
+    def _read_job(r: Sequence[Any], at: Callable[[float], datetime]) -> Job:
         cols = read_json_columns(r[4], r[19], r[20], r[21])
         state, odd_state = read_state(r[3])
         corrupt = corrupt_reason(cols.corrupt, odd_state)
@@ -709,6 +742,10 @@ class SQLiteBackend:
             None if r[13] is None else at(r[13]),
             r[14], r[15], r[16], r[17], r[18], cols.progress, cols.result, cols.errors, r[22], corrupt,
         ))  # fmt: skip
+
+
+def lenient_text(data: bytes) -> str:
+    return data.decode("utf-8", "replace")
 
 
 def rollback(conn: sqlite3.Connection) -> None:
