@@ -11,7 +11,7 @@
     ├── WorkflowError          a dependency graph has a cycle or names unknown jobs
     ├── ScheduleNotFound       no cron schedule with that name (``name``)
     ├── BackendError           the database failed; the driver's error is ``__cause__``
-    │   └── BackendUnavailable the database cannot be reached at all
+    │   └── BackendUnavailable the database cannot be reached (or, SQLite, stays locked past the busy timeout)
     └── WebhookError           a webhook could not be signed, sent or trusted
         ├── WebhookURLRefused  the URL is not http(s) or points at a private/loopback address
         ├── WebhookVerificationError  a received webhook's signature or timestamp is not valid

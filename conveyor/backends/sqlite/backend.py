@@ -38,7 +38,7 @@ from conveyor.backends.base import (
     salvaged_job,
 )
 from conveyor.backends.sqlite import flow, graph
-from conveyor.errors import BackendError, ConfigError
+from conveyor.errors import BackendError, BackendUnavailable, ConfigError
 from conveyor.job import Job, JobState, job_from_fields
 from conveyor.timeutil import epoch_memo, from_epoch, to_epoch
 
@@ -211,6 +211,8 @@ class SQLiteBackend:
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
+            if "locked" in str(exc) or "busy" in str(exc):  # no write lock within the busy timeout: every write would wait alike
+                raise BackendUnavailable(f"SQLite: could not start a write transaction: {exc}") from exc
             raise BackendError(f"SQLite: could not start a write transaction: {exc}") from exc
         try:
             yield conn
