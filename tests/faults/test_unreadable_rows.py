@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sqlite3
 
+import httpx
 import pytest
 
 from conveyor import Conveyor, JobState
@@ -82,5 +83,37 @@ def test_invalid_utf8_in_a_row_does_not_stop_claims_or_listing(sqlite_url: str) 
         with running_worker(app):
             wait_until(lambda: all(app.get_job(i).state is JobState.COMPLETED for i in ids))
         everything_readable(app, ids)
+    finally:
+        app.close()
+
+
+def test_every_surface_shows_an_unreadable_row(database_url: str) -> None:
+    """The admin API, the dashboard and ``conveyor jobs``/``dlq show`` list and show such rows (they
+    answered 500 for a run_at in year 33715)."""
+    from conveyor.web import create_app
+    from tests.cli.test_cli import run
+    from tests.web.conftest import WRITE, serve
+
+    app = Conveyor(database_url, admin_token=WRITE)
+    try:
+
+        @app.job()
+        def task(p: dict) -> None:  # type: ignore[type-arg]
+            return None
+
+        ids = [app.enqueue("task", {"n": i}) for i in range(3)]
+        spoil(app, ids[0], "run_at-year-33715")
+        spoil(app, ids[1], "payload-990-deep")
+        with serve(create_app(app)) as url:
+            headers = {"Authorization": f"Bearer {WRITE}"}
+            listed = httpx.get(f"{url}/api/jobs", headers=headers)
+            assert listed.status_code == 200 and {j["id"] for j in listed.json()["jobs"]} == set(ids)
+            for job_id in ids:
+                assert httpx.get(f"{url}/api/jobs/{job_id}", headers=headers).status_code == 200
+                assert httpx.get(f"{url}/jobs/{job_id}", headers=headers).status_code == 200
+            assert httpx.get(f"{url}/jobs", headers=headers).status_code == 200
+        out = run(database_url, "jobs")
+        assert out.returncode == 0, out.stderr
+        assert str(ids[0]) in out.stdout
     finally:
         app.close()
