@@ -111,7 +111,8 @@ def test_every_surface_shows_an_unreadable_row(database_url: str) -> None:
             for job_id in ids:
                 assert httpx.get(f"{url}/api/jobs/{job_id}", headers=headers).status_code == 200
                 assert httpx.get(f"{url}/jobs/{job_id}", headers=headers).status_code == 200
-            assert httpx.get(f"{url}/jobs", headers=headers).status_code == 200
+            for page in ("/jobs", "/dlq", "/", "/api/stats", "/api/health", "/api/dlq", "/api/workflows"):
+                assert httpx.get(f"{url}{page}", headers=headers).status_code == 200, page
         out = run(database_url, "jobs")
         assert out.returncode == 0, out.stderr
         assert str(ids[0]) in out.stdout
