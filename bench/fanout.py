@@ -48,9 +48,9 @@ def run(backend: str, children: int, concurrency: int) -> dict[str, object]:
     started = time.perf_counter()
     app.enqueue("fan_out", {"children": children})
     with running_worker(app, concurrency=concurrency):
-        wait_until(lambda: app.count_jobs(type="leaf") == children, timeout=600, interval=0.01)
+        wait_until(lambda: app.admin.jobs.count(type="leaf") == children, timeout=600, interval=0.01)
         children_stored = time.perf_counter() - started
-        (callback,) = wait_until(lambda: app.list_jobs(type="total", state="completed"), timeout=600, interval=0.05)
+        (callback,) = wait_until(lambda: app.admin.jobs.list(type="total", state="completed"), timeout=600, interval=0.05)
     elapsed = time.perf_counter() - started
     result = {
         "backend": backend,

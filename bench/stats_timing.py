@@ -107,25 +107,25 @@ def main(argv: list[str] | None = None) -> int:
         try:
             reads: dict[str, Callable[[], Any]] = {
                 "stats (snapshot + shaping)": app.stats,
-                "stats, completed totals recounted": lambda: (recount(app), app.stats()),
+                "stats, completed totals recounted": lambda: (recount(app), app.admin.stats()),
                 "health": app.health,
-                "list 50 jobs (newest)": lambda: app.list_jobs(limit=50),
-                "list 50 dead jobs": lambda: app.list_jobs(limit=50, state=JobState.DEAD),
-                "list 50 jobs of one type and queue": lambda: app.list_jobs(limit=50, type="type_3", queue="queue_3"),
-                "count dead jobs": lambda: app.count_jobs(state=JobState.DEAD),
-                "count pending jobs": lambda: app.count_jobs(state=JobState.PENDING),
+                "list 50 jobs (newest)": lambda: app.admin.jobs.list(limit=50),
+                "list 50 dead jobs": lambda: app.admin.jobs.list(limit=50, state=JobState.DEAD),
+                "list 50 jobs of one type and queue": lambda: app.admin.jobs.list(limit=50, type="type_3", queue="queue_3"),
+                "count dead jobs": lambda: app.admin.jobs.count(state=JobState.DEAD),
+                "count pending jobs": lambda: app.admin.jobs.count(state=JobState.PENDING),
                 "prune batch, nothing due (policy: 30 days)": lambda: app.insights.jobs_prune(
-                    app.prune_policy(completed_older_than=30 * 86400.0, cancelled_older_than=30 * 86400.0)
+                    app.admin.prune_policy(completed_older_than=30 * 86400.0, cancelled_older_than=30 * 86400.0)
                 ),
             }
             figures = {name: timed(fn, args.repeats) for name, fn in reads.items()}
             # One real retention batch: 1,000 completed jobs older than 6 days go.
             figures["prune batch of 1,000 (older than 6 days)"] = timed(
-                lambda: app.insights.jobs_prune(app.prune_policy(completed_older_than=6 * 86400.0, limit=1000)), 5
+                lambda: app.insights.jobs_prune(app.admin.prune_policy(completed_older_than=6 * 86400.0, limit=1000)), 5
             )
             for name, f in figures.items():
                 print(f"{name:48s} median {f['median_ms']:8.2f} ms   p95 {f['p95_ms']:8.2f} ms")
-            total = app.count_jobs()
+            total = app.admin.jobs.count()
         finally:
             app.close()
     print(json.dumps({"backend": args.backend, "finished": args.finished, "backlog": args.backlog, "rows": total, "reads": figures}))

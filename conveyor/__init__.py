@@ -1,5 +1,6 @@
 """Conveyor: background jobs kept in the database your application already has."""
 
+from conveyor.admin import Admin, Selection
 from conveyor.app import Conveyor
 from conveyor.backends.base import JobFilter, Schedule, WorkerInfo
 from conveyor.batch import BatchContext, BatchError, ItemFailed
@@ -27,6 +28,7 @@ from conveyor.retry import Exponential, Fixed
 from conveyor.workflow import After, PendingJob, WorkflowStatus, chain, group, step
 
 __all__ = [
+    "Admin",
     "After",
     "BackendError",
     "BackendUnavailable",
@@ -56,6 +58,7 @@ __all__ = [
     "RetryAfter",
     "Schedule",
     "ScheduleNotFound",
+    "Selection",
     "Settings",
     "Snooze",
     "UnknownJobType",

@@ -7,35 +7,35 @@ import hashlib
 import json
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+import warnings
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from conveyor.admin import Admin, Selection
 from conveyor.backends import from_url
-from conveyor.backends.base import Backend, JobFilter, NewJob, NewSchedule, Schedule, WorkerInfo
+from conveyor.backends.base import Backend, NewJob, NewSchedule, Schedule, WorkerInfo
 from conveyor.backends.insights import (
     AuditEntry,
     Insights,
-    NewAuditEntry,
     PruneParams,
-    SnapshotParams,
     WorkflowSummary,
     insights_for,
 )
 from conveyor.config import Settings
-from conveyor.cron import Cron, CronSpec
+from conveyor.cron import CronSpec
 from conveyor.cron import declare as declare_cron
-from conveyor.errors import DeclarationError, InvalidTransition, JobNotFound, ScheduleNotFound, WorkflowError
+from conveyor.errors import DeclarationError
 from conveyor.events import EventName, Events, JobEvent
 from conveyor.job import Job, JobState
 from conveyor.options import Resolved, resolve
 from conveyor.payload import encode
 from conveyor.ratelimit import QueuePolicy
 from conveyor.registry import JobSpec, Registry
-from conveyor.stats import Health, Stats, Thresholds, shape
-from conveyor.workflow import Flow, WorkflowStatus, collect, overall_state, topological
+from conveyor.stats import Health, Stats, Thresholds
+from conveyor.workflow import Flow, WorkflowStatus, collect, topological
 
 if TYPE_CHECKING:
     from conveyor.worker import Worker
@@ -194,77 +194,22 @@ class Conveyor:
         inserted = self.backend.jobs_insert(rows, connection)
         return WorkflowHandle(wf_id, {id(s): i.id for (s, _), i in zip(ordered, inserted)}, [i.id for i in inserted])
 
-    def workflow(self, workflow_id: str) -> WorkflowStatus:
-        """The workflow's jobs, edges and overall state (running, completed, failed, cancelled)."""
-        jobs = self.backend.workflow_jobs(workflow_id)
-        if not jobs:
-            raise WorkflowError(f"no workflow with id {workflow_id!r}")
-        edges = self.backend.job_edges([j.id for j in jobs])
-        return WorkflowStatus(workflow_id, overall_state(j.state.value for j in jobs), tuple(jobs), tuple(edges))
+    # -- operating: ``app.admin`` --------------------------------------------------------------
 
-    def cancel_workflow(self, workflow_id: str) -> int:
-        """Cancel every job of the workflow that has not started; running jobs finish."""
-        return self.backend.jobs_cancel(JobFilter(workflow_id=workflow_id))
+    @property
+    def admin(self) -> Admin:
+        """Every operator action (jobs, dead letters, schedules, workers, workflows, stats, audit).
 
-    def retry_workflow(self, workflow_id: str) -> int:
-        """Retry a failed workflow from its dead jobs; what they cancelled waits for them again."""
-        return self.backend.workflow_retry(workflow_id)
-
-    # -- reading ------------------------------------------------------------------------
-
-    def get_job(self, job_id: int) -> Job:
-        job = self.backend.job_get(job_id)
-        if job is None:
-            raise JobNotFound(job_id)
-        return job
-
-    async def aget_job(self, job_id: int) -> Job:
-        return await asyncio.to_thread(self.get_job, job_id)
-
-    def list_jobs(self, *, limit: int = 100, before_id: int | None = None, **where: Any) -> list[Job]:
-        """Newest first; filter by state, queue, type, ids, workflow_id, created_after/before."""
-        return self.backend.jobs_list(job_filter(**where), limit=limit, before_id=before_id)
-
-    def count_jobs(self, **where: Any) -> int:
-        return self.backend.jobs_count(job_filter(**where))
-
-    def dead_letters(self, *, limit: int = 100, before_id: int | None = None, **where: Any) -> list[Job]:
-        """The dead-letter queue: jobs that ran out of attempts or could not run, newest first."""
-        return self.list_jobs(limit=limit, before_id=before_id, state=JobState.DEAD, **where)
-
-    def workers(self) -> list[WorkerInfo]:
-        return self.backend.workers_list()
+        >>> app.admin.dead_letters.retry(Selection.of([41, 42]), actor="ops:alice")
+        """
+        found = self.__dict__.get("_admin")
+        if found is None:
+            found = self.__dict__["_admin"] = Admin(self)
+        return found
 
     def now(self) -> datetime:
         """The database's clock."""
         return self.backend.now()
-
-    # -- steering -----------------------------------------------------------------------
-
-    def retry(self, job_id: int) -> None:
-        """Send a dead or cancelled job back to pending with fresh attempts."""
-        if not self.backend.jobs_retry(JobFilter(ids=(job_id,))):
-            raise InvalidTransition(job_id, self.get_job(job_id).state, "retry")
-
-    def retry_jobs(self, **where: Any) -> int:
-        """Retry every dead (and cancelled) job matching the filter; default: the whole DLQ."""
-        where.setdefault("state", JobState.DEAD)
-        return self.backend.jobs_retry(job_filter(**where))
-
-    def cancel(self, job_id: int) -> None:
-        """Cancel a job that has not started (waiting, scheduled or pending)."""
-        if not self.backend.jobs_cancel(JobFilter(ids=(job_id,))):
-            raise InvalidTransition(job_id, self.get_job(job_id).state, "cancel")
-
-    def cancel_jobs(self, **where: Any) -> int:
-        return self.backend.jobs_cancel(job_filter(**where))
-
-    def purge(self, **where: Any) -> int:
-        """Delete finished jobs matching the filter; default: the whole dead-letter queue."""
-        where.setdefault("state", JobState.DEAD)
-        return self.backend.jobs_purge(job_filter(**where))
-
-    # -- monitoring and retention --------------------------------------------------------
 
     @property
     def insights(self) -> Insights:
@@ -275,64 +220,130 @@ class Conveyor:
             cached = self.__dict__["_insights"] = (backend, insights_for(backend))
         return cached[1]
 
-    def stats(self, window: float = 900.0, bucket: float = 10.0) -> Stats:
-        """Counts, throughput, failure rate, run and wait times per queue and type, and health.
+    # -- deprecated operator methods: one release, then gone (use app.admin) -----------------
 
-        >>> app.stats().queues[0].counts["pending"]
-        """
-        snapshot = self.insights.stats_snapshot(SnapshotParams(window=window, bucket=bucket))
-        return shape(snapshot, self.workers(), self.thresholds(), self.registry.queues())
+    def workflow(self, workflow_id: str) -> WorkflowStatus:
+        deprecated("app.workflow()", "app.admin.workflows.status()")
+        return self.admin.workflows.status(workflow_id)
+
+    def cancel_workflow(self, workflow_id: str) -> int:
+        deprecated("app.cancel_workflow()", "app.admin.workflows.cancel(actor=...)")
+        return self.admin.workflows.cancel(workflow_id, actor=LEGACY_ACTOR)
+
+    def retry_workflow(self, workflow_id: str) -> int:
+        deprecated("app.retry_workflow()", "app.admin.workflows.retry(actor=...)")
+        return self.admin.workflows.retry(workflow_id, actor=LEGACY_ACTOR)
+
+    def get_job(self, job_id: int) -> Job:
+        deprecated("app.get_job()", "app.admin.jobs.get()")
+        return self.admin.jobs.get(job_id)
+
+    async def aget_job(self, job_id: int) -> Job:
+        deprecated("app.aget_job()", "app.admin.jobs.aget()")
+        return await self.admin.jobs.aget(job_id)
+
+    def list_jobs(self, *, limit: int = 100, before_id: int | None = None, **where: Any) -> list[Job]:
+        deprecated("app.list_jobs()", "app.admin.jobs.list()")
+        return self.admin.jobs.list(limit=limit, before_id=before_id, **where)
+
+    def count_jobs(self, **where: Any) -> int:
+        deprecated("app.count_jobs()", "app.admin.jobs.count()")
+        return self.admin.jobs.count(**where)
+
+    def dead_letters(self, *, limit: int = 100, before_id: int | None = None, **where: Any) -> list[Job]:
+        deprecated("app.dead_letters()", "app.admin.dead_letters.list()")
+        return self.admin.dead_letters.list(limit=limit, before_id=before_id, **where)
+
+    def workers(self) -> list[WorkerInfo]:
+        deprecated("app.workers()", "app.admin.workers.list()")
+        return self.admin.workers.list()
+
+    def retry(self, job_id: int) -> None:
+        deprecated("app.retry()", "app.admin.jobs.retry(job_id, actor=...)")
+        self.admin.jobs.retry(job_id, actor=LEGACY_ACTOR)
+
+    def retry_jobs(self, **where: Any) -> int:
+        """Was: an empty filter meant the whole DLQ; now an empty selection selects nothing."""
+        deprecated("app.retry_jobs()", "app.admin.jobs.retry(Selection..., actor=...)")
+        where.setdefault("state", JobState.DEAD)
+        return self.admin.jobs.retry(Selection.matching(**where), actor=LEGACY_ACTOR)
+
+    def cancel(self, job_id: int) -> None:
+        deprecated("app.cancel()", "app.admin.jobs.cancel(job_id, actor=...)")
+        self.admin.jobs.cancel(job_id, actor=LEGACY_ACTOR)
+
+    def cancel_jobs(self, **where: Any) -> int:
+        deprecated("app.cancel_jobs()", "app.admin.jobs.cancel(Selection..., actor=...)")
+        return self.admin.jobs.cancel(Selection.matching(**where), actor=LEGACY_ACTOR)
+
+    def purge(self, **where: Any) -> int:
+        deprecated("app.purge()", "app.admin.jobs.purge(Selection..., actor=...)")
+        where.setdefault("state", JobState.DEAD)
+        return self.admin.jobs.purge(Selection.matching(**where), actor=LEGACY_ACTOR)
+
+    def stats(self, window: float = 900.0, bucket: float = 10.0) -> Stats:
+        deprecated("app.stats()", "app.admin.stats()")
+        return self.admin.stats(window, bucket)
 
     async def astats(self) -> Stats:
-        return await asyncio.to_thread(self.stats)
+        deprecated("app.astats()", "app.admin.astats()")
+        return await self.admin.astats()
 
     def health(self) -> Health:
-        """``ok``, or ``degraded`` with the checks that failed (DLQ growth, old due jobs, no live worker)."""
-        return self.stats().health
+        deprecated("app.health()", "app.admin.health()")
+        return self.admin.health()
 
     def thresholds(self) -> Thresholds:
-        s = self.settings
-        return Thresholds(s.health_pending_age, s.health_dead_growth, s.worker_stale_after)
+        deprecated("app.thresholds()", "app.admin.thresholds()")
+        return self.admin.thresholds()
 
     def audit(self, actor: str, action: str, target: str = "", **detail: Any) -> int:
-        """Record a mutating admin action (who, what, on what) in the audit log."""
-        return self.insights.audit_record(NewAuditEntry(actor, action, target, detail))
+        deprecated("app.audit()", "app.admin.audit.record()")
+        return self.admin.audit.record(actor, action, target, **detail)
 
     def audit_log(self, limit: int = 100, before_id: int | None = None) -> list[AuditEntry]:
-        return self.insights.audit_list(limit, before_id)
+        deprecated("app.audit_log()", "app.admin.audit.list()")
+        return self.admin.audit.list(limit, before_id)
 
     def prune_policy(self, **overrides: Any) -> PruneParams:
-        """The retention policy from settings; ``overrides`` use PruneParams' field names."""
-        s = self.settings
-        policy = PruneParams(s.retain_completed, s.retain_cancelled, s.retain_completed_per_type, s.prune_batch)
-        return replace(policy, **{k: v for k, v in overrides.items() if v is not None})
+        deprecated("app.prune_policy()", "app.admin.prune_policy()")
+        return self.admin.prune_policy(**overrides)
 
     def prune(self, policy: PruneParams | None = None, on_batch: Callable[[int], Any] | None = None) -> int:
-        """Delete finished jobs the policy no longer keeps, in short batches; dead jobs stay.
-
-        >>> app.prune(app.prune_policy(keep_completed_per_type=1000))
-        """
-        policy = policy or self.prune_policy()
-        total = 0
-        while True:
-            removed = self.insights.jobs_prune(policy)
-            total += removed
-            if on_batch is not None and removed:
-                on_batch(removed)
-            if removed < policy.limit:
-                return total
+        deprecated("app.prune()", "app.admin.prune(actor=...)")
+        return self.admin.prune(policy, actor=LEGACY_ACTOR, on_batch=on_batch)
 
     def prunable(self, policy: PruneParams | None = None) -> int:
-        """How many jobs ``prune`` would delete now (for progress bars and dry runs)."""
-        return self.insights.jobs_prunable(policy or self.prune_policy())
+        deprecated("app.prunable()", "app.admin.prunable()")
+        return self.admin.prunable(policy)
 
     def forget_workers(self, older_than: float | None = None) -> int:
-        """Drop worker rows whose heartbeat is older than ``older_than`` seconds (default: an hour)."""
-        return self.insights.workers_forget(older_than if older_than is not None else max(3600.0, self.settings.worker_stale_after))
+        deprecated("app.forget_workers()", "app.admin.workers.forget(actor=...)")
+        return self.admin.workers.forget(older_than, actor=LEGACY_ACTOR)
 
     def recent_workflows(self, limit: int = 50) -> list[WorkflowSummary]:
-        """The newest workflows with their jobs counted by state."""
-        return self.insights.workflows_recent(limit)
+        deprecated("app.recent_workflows()", "app.admin.workflows.list()")
+        return self.admin.workflows.list(limit)
+
+    def cron_list(self) -> list[Schedule]:
+        deprecated("app.cron_list()", "app.admin.schedules.list()")
+        return self.admin.schedules.list()
+
+    def cron_pause(self, name: str) -> None:
+        deprecated("app.cron_pause()", "app.admin.schedules.pause(actor=...)")
+        self.admin.schedules.pause(name, actor=LEGACY_ACTOR)
+
+    def cron_resume(self, name: str) -> None:
+        deprecated("app.cron_resume()", "app.admin.schedules.resume(actor=...)")
+        self.admin.schedules.resume(name, actor=LEGACY_ACTOR)
+
+    def cron_trigger(self, name: str) -> int:
+        deprecated("app.cron_trigger()", "app.admin.schedules.trigger(actor=...)")
+        return self.admin.schedules.trigger(name, actor=LEGACY_ACTOR)
+
+    def schedule(self, name: str) -> Schedule:
+        deprecated("app.schedule()", "app.admin.schedules.get()")
+        return self.admin.schedules.get(name)
 
     # -- schedules and limits --------------------------------------------------------------
 
@@ -372,36 +383,6 @@ class Conveyor:
             )
         self.backend.schedules_sync(rows, [spec.name for spec in self.registry] if replace else None)
 
-    def cron_list(self) -> list[Schedule]:
-        """Every schedule with its next fire time, soonest first (disabled ones: no longer declared)."""
-        rows = self.backend.schedules_list()
-        if set(self.registry.schedules) - {s.name for s in rows}:  # declared here, not written yet
-            self.cron_sync(replace=False)
-            rows = self.backend.schedules_list()
-        return rows
-
-    def cron_pause(self, name: str) -> None:
-        """Stop firing ``name`` until resumed (fires while paused are skipped)."""
-        self.schedule(name)
-        self.backend.schedule_set(name, paused=True)
-
-    def cron_resume(self, name: str) -> None:
-        """Fire ``name`` again from its next fire time after now."""
-        found = self.schedule(name)
-        if found.paused:
-            self.backend.schedule_set(name, paused=False, next_fire_at=Cron(found.expression, found.tz).next_after(self.now()))
-
-    def cron_trigger(self, name: str) -> int:
-        """Enqueue the schedule's job now, outside its timetable; returns the job id."""
-        found = self.schedule(name)
-        return self.enqueue(found.job_type, found.payload, **found.options)
-
-    def schedule(self, name: str) -> Schedule:
-        for found in self.cron_list():
-            if found.name == name:
-                return found
-        raise ScheduleNotFound(name)
-
     def queue_limit(self, queue: str, *, concurrency: int | None = None, aging: float | None = None) -> QueuePolicy:
         """Flow control for a whole queue, held across all workers.
 
@@ -420,41 +401,27 @@ class Conveyor:
 
     def run_worker(self, **options: Any) -> Worker:
         """Run a worker in this process until SIGTERM/SIGINT (see ``conveyor worker``); the stopped
-        worker is returned (``worker.replace``: it asks for a fresh process in its place)."""
+        worker is returned (``worker.replace``: it asks for a fresh process in its place).
+
+        Logs at INFO to stderr in the CLI worker's format unless the application configured
+        logging itself (then its handlers and levels apply).
+        """
+        from conveyor.logs import configure
         from conveyor.worker import Worker
 
+        configure(only_if_unset=True)
         worker = Worker(self, **options)
         worker.run()
         return worker
 
 
-def job_filter(
-    state: JobState | str | Sequence[JobState | str] | None = None,
-    queue: str | Sequence[str] | None = None,
-    type: str | Sequence[str] | None = None,
-    ids: Sequence[int] | None = None,
-    workflow_id: str | None = None,
-    created_after: datetime | None = None,
-    created_before: datetime | None = None,
-) -> JobFilter:
-    """Keyword filters as a JobFilter; unknown states are refused by JobState."""
-    return JobFilter(
-        states=tuple(JobState(s) for s in as_tuple(state)),
-        queues=as_tuple(queue),
-        types=as_tuple(type),
-        ids=tuple(int(i) for i in ids or ()),
-        workflow_id=workflow_id,
-        created_after=created_after,
-        created_before=created_before,
-    )
+LEGACY_ACTOR = "app"
+"""The actor the deprecated facade methods record in the audit log (``app.admin`` takes one)."""
 
 
-def as_tuple(value: Any) -> tuple[Any, ...]:
-    if value is None:
-        return ()
-    if isinstance(value, str):
-        return (value,)
-    return tuple(value)
+def deprecated(old: str, new: str) -> None:
+    """Warn a caller of an old facade method, pointing at the line that called it."""
+    warnings.warn(f"{old} is deprecated and goes in the next release; use {new}", DeprecationWarning, stacklevel=3)
 
 
 def new_workflow_id() -> str:

@@ -23,10 +23,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
+from conveyor.admin import Selection
 from conveyor.app import Conveyor
+from conveyor.backends import location, sqlite_file
 from conveyor.config import Settings
 from conveyor.errors import ConveyorError
+from conveyor.formatting import ago, duration, json_value, number, percent
 from conveyor.job import Job, JobState
+from conveyor.logs import configure as configure_logging
+from conveyor.stats import is_live
 from conveyor.worker.supervisor import REPLACE_ME, supervise
 
 
@@ -46,23 +51,74 @@ def load_app(target: str) -> Conveyor:
     return app
 
 
+DATABASE_HELP = (
+    "The database, e.g. sqlite:////var/lib/app/jobs.db or postgresql://host/db. "
+    "Default: CONVEYOR_DATABASE_URL, then DATABASE_URL, then conveyor.toml, then sqlite:///conveyor.db."
+)
+
+
+def app_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """--database-url and --app, on every command that touches the database."""
+    func = click.option("--app", "app_path", metavar="MODULE:APP", envvar="CONVEYOR_APP",
+                        help="Load this app (its settings, job types and cron schedules); also CONVEYOR_APP.")(func)
+    return click.option("--database-url", envvar="CONVEYOR_DATABASE_URL", help=DATABASE_HELP)(func)
+
+
+def with_database(app: Conveyor, database_url: str | None) -> Conveyor:
+    """``app`` pointed at ``--database-url`` when one is given (before it opens any connection)."""
+    if database_url:
+        app.settings = dataclasses.replace(app.settings, database_url=database_url)
+    return app
+
+
+def open_app(database_url: str | None, app_path: str | None, existing: bool = True) -> Conveyor:
+    """The user's app (``--app``, needed for cron schedules), or a bare one on the database URL.
+
+    ``existing``: refuse a SQLite file that is not there rather than create an empty one, so a
+    command run from the wrong directory (or with no URL configured) says so instead of
+    reporting an empty queue.
+    """
+    app = with_database(load_app(app_path), database_url) if app_path else Conveyor(Settings.load(database_url=database_url).database_url)
+    path = sqlite_file(app.settings.database_url)
+    if existing and path is not None and not os.path.exists(path):
+        raise click.ClickException(
+            f"no Conveyor database at {path}: give --database-url (or set CONVEYOR_DATABASE_URL or DATABASE_URL), "
+            "or run `conveyor migrate` to create one there"
+        )
+    return app
+
+
+
 @click.group()
 @click.option("--log-level", default="INFO", show_default=True, envvar="CONVEYOR_LOG_LEVEL")
 def main(log_level: str) -> None:
-    """Conveyor: background jobs in the database you already have."""
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    """Conveyor: background jobs in the database you already have.
+
+    \b
+    Every command that touches the database takes --database-url and --app.
+    The database URL comes from, last one winning: sqlite:///conveyor.db,
+    conveyor.toml, DATABASE_URL, CONVEYOR_DATABASE_URL, the --app's own
+    settings, --database-url.
+    """
+    configure_logging(log_level)
 
 
 @main.command()
-@click.argument("app_path", metavar="MODULE:APP")
+@click.argument("app_arg", metavar="MODULE:APP", required=False)
+@app_options
 @click.option("--queues", help="Comma-separated queues (default: every queue the app declares).")
 @click.option("--concurrency", "-c", type=click.IntRange(1, 10_000), help="Jobs at once per process.")
 @click.option("--processes", "-p", type=click.IntRange(1, 256), default=1, show_default=True)
 @click.option("--poll-interval", type=click.FloatRange(0.001, 60), help="Seconds between polls when idle.")
 @click.option("--shutdown-grace", type=click.FloatRange(0, 3600), help="Seconds running jobs get to finish on SIGTERM.")
-def worker(app_path: str, queues: str | None, concurrency: int | None, processes: int, poll_interval: float | None, shutdown_grace: float | None) -> None:
-    """Run workers until SIGTERM or SIGINT (twice: at once)."""
-    app = load_app(app_path)
+def worker(app_arg: str | None, database_url: str | None, app_path: str | None, queues: str | None, concurrency: int | None, processes: int,
+           poll_interval: float | None, shutdown_grace: float | None) -> None:
+    """Run workers for MODULE:APP (or --app) until SIGTERM or SIGINT (twice: at once)."""
+    if app_arg and app_path and app_arg != app_path:
+        raise click.UsageError(f"two apps given: {app_arg} and --app {app_path}")
+    if not (app_arg or app_path):
+        raise click.UsageError("which app? give MODULE:APP (or --app / CONVEYOR_APP), e.g. conveyor worker shop.jobs:app")
+    app = with_database(load_app(app_arg or app_path or ""), database_url)
     settings = {k: v for k, v in {"poll_interval": poll_interval, "shutdown_grace": shutdown_grace}.items() if v is not None}
     options = {"queues": queues.split(",") if queues else None, "concurrency": concurrency, **settings}
     if processes > 1:
@@ -109,11 +165,11 @@ def limit_memory(megabytes: int | None) -> None:
 
 
 @main.command()
-@click.option("--database-url", envvar="CONVEYOR_DATABASE_URL", help="Default: from conveyor.toml or sqlite:///conveyor.db")
-def migrate(database_url: str | None) -> None:
-    """Create or upgrade Conveyor's tables."""
-    settings = Settings.load(database_url=database_url)
-    app = Conveyor(settings.database_url)
+@app_options
+def migrate(database_url: str | None, app_path: str | None) -> None:
+    """Create or upgrade Conveyor's tables (creating a SQLite file if there is none)."""
+    app = open_app(database_url, app_path, existing=False)
+    click.echo(f"database: {location(app.settings.database_url)}")
     try:
         applied = app.backend.migrate()
     except ConveyorError as exc:
@@ -122,25 +178,13 @@ def migrate(database_url: str | None) -> None:
 
 
 
-# -- monitoring and steering (status, jobs, dlq, cron, workers, prune, dashboard) ----------
+# -- monitoring and steering (status, jobs, dlq, cron, workers, prune, audit, dashboard) -------
 
 console = Console(highlight=False)
 STATE_STYLE = {
     "pending": "blue", "running": "yellow", "scheduled": "magenta", "waiting": "dim",
     "completed": "green", "dead": "bold red", "cancelled": "dim",
 }
-
-
-def open_app(database_url: str | None, app_path: str | None) -> Conveyor:
-    """The user's app (``--app``, needed for cron schedules), or a bare one on the database URL."""
-    if app_path:
-        return load_app(app_path)
-    return Conveyor(Settings.load(database_url=database_url).database_url)
-
-
-def app_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    func = click.option("--app", "app_path", metavar="MODULE:APP", envvar="CONVEYOR_APP", help="Load this app (for its settings and cron schedules).")(func)
-    return click.option("--database-url", envvar="CONVEYOR_DATABASE_URL", help="Default: from conveyor.toml or sqlite:///conveyor.db")(func)
 
 
 def actor() -> str:
@@ -161,10 +205,9 @@ def fail_on_errors(func: Callable[..., Any]) -> Callable[..., Any]:
     return run
 
 
-def dur(seconds: float | None) -> str:
-    from conveyor.web.dashboard import duration
-
-    return duration(seconds)
+def as_json(value: Any) -> str:
+    """JSON for ``--json``: timestamps ISO-8601, records as objects."""
+    return json.dumps(value, default=json_value, indent=2)
 
 
 def state_text(state: str) -> Text:
@@ -184,52 +227,62 @@ def seconds_option(text: str | None) -> float | None:
         raise click.BadParameter(f"{text!r}: use a number of seconds or 30s / 15m / 12h / 7d") from None
 
 
+def stamp(moment: datetime | None) -> str:
+    return "–" if moment is None else f"{moment:%Y-%m-%d %H:%M:%S}"
+
+
 def jobs_table(jobs: list[Job], now: datetime, title: str) -> Table:
     table = Table(title=title, title_justify="left", header_style="bold")
     for name, justify in (("id", "right"), ("type", "left"), ("queue", "left"), ("state", "left"), ("attempt", "right"), ("created", "right"), ("last error", "left")):
         table.add_column(name, justify=justify, overflow="fold" if name == "last error" else "ellipsis")  # type: ignore[arg-type]
     for job in jobs:
         error = job.last_error.error if job.last_error else ""
-        table.add_row(str(job.id), job.type, job.queue, state_text(job.state), f"{job.attempt}/{job.max_attempts}",
-                      dur((now - job.created_at).total_seconds()) + " ago", error[:100])
+        table.add_row(str(job.id), job.type, job.queue, state_text(job.state), f"{job.attempt}/{job.max_attempts}", ago(job.created_at, now), error[:100])
     return table
 
 
 @main.command()
 @app_options
-@click.option("--json", "as_json", is_flag=True, help="Print the stats as JSON.")
+@click.option("--json", "json_out", is_flag=True, help="Print the stats as JSON (timestamps ISO-8601).")
 @fail_on_errors
-def status(database_url: str | None, app_path: str | None, as_json: bool) -> None:
+def status(database_url: str | None, app_path: str | None, json_out: bool) -> None:
     """Queues, states, rates, workers and health at a glance."""
     app = open_app(database_url, app_path)
-    stats = app.stats()
-    if as_json:
-        click.echo(json.dumps(dataclasses.asdict(stats), default=str, indent=2))
+    stats = app.admin.stats()
+    if json_out:
+        click.echo(as_json({"database": location(app.settings.database_url), **dataclasses.asdict(stats)}))
         return
     t = stats.total
     health = "[green]healthy[/]" if stats.health.status == "ok" else "[bold red]degraded[/]"
-    console.print(f"[bold]Conveyor[/] · {app.settings.database_url.split('?')[0]} · {health} · {stats.workers_live} live workers · {stats.at:%Y-%m-%d %H:%M:%S} UTC")
+    console.print(f"[bold]Conveyor[/] · {health} · {stats.workers_live} live workers · {stats.at:%Y-%m-%d %H:%M:%S} UTC")
+    console.print(f"database: {escape(location(app.settings.database_url))}", overflow="fold")
     states = Table(title="Jobs by state", title_justify="left", header_style="bold")
     for state, style in STATE_STYLE.items():
         states.add_column(state, justify="right", style=style)
-    states.add_row(*(f"{t.counts[s]:,}" for s in STATE_STYLE))
+    states.add_row(*(number(t.counts[s]) for s in STATE_STYLE))
     console.print(states)
-    queues = Table(title="Queues", title_justify="left", header_style="bold")
-    for name in ("queue", "pending", "running", "scheduled", "dead", "done/min", "failure", "run p50", "run p95", "wait p95", "oldest due", "workers"):
-        queues.add_column(name, justify="left" if name == "queue" else "right")
+    # Two narrow tables rather than one wide one: each fits an 80-column terminal.
+    depth = Table(title="Queues", title_justify="left", header_style="bold")
+    for name in ("queue", "pending", "running", "sched.", "dead", "workers", "oldest due"):
+        depth.add_column(name, justify="left" if name == "queue" else "right", overflow="fold" if name == "queue" else "ellipsis")
+    speed = Table(title="Queue rates (15 min)", title_justify="left", header_style="bold")
+    for name in ("queue", "done/min", "failure", "run p50", "run p95", "wait p95"):
+        speed.add_column(name, justify="left" if name == "queue" else "right", overflow="fold" if name == "queue" else "ellipsis")
     for q in stats.queues:
         assert q.queue is not None
         workers = stats.live_workers.get(q.queue, 0)
-        queues.add_row(
-            q.queue, f"{q.counts['pending']:,}", f"{q.counts['running']:,}", f"{q.counts['scheduled']:,}",
-            Text(f"{q.counts['dead']:,}", style="red" if q.counts["dead"] else ""), f"{q.throughput['1m'] * 60:,.1f}",
-            "–" if q.failure_rate is None else f"{q.failure_rate:.1%}", dur(q.run_time.p50), dur(q.run_time.p95),
-            dur(q.wait_time.p95), dur(q.oldest_pending_age), Text(str(workers), style="" if workers else "red"),
+        depth.add_row(
+            q.queue, number(q.counts["pending"]), number(q.counts["running"]), number(q.counts["scheduled"]),
+            Text(number(q.counts["dead"]), style="red" if q.counts["dead"] else ""), Text(str(workers), style="" if workers else "red"),
+            duration(q.oldest_pending_age),
         )
-    console.print(queues)
-    bad = [c for c in stats.health.checks if not c.ok]
-    for check in bad:
-        console.print(f"[red]✕ {check.name}[/]: {check.detail}")
+        speed.add_row(q.queue, f"{q.throughput['1m'] * 60:,.1f}", percent(q.failure_rate), duration(q.run_time.p50), duration(q.run_time.p95),
+                      duration(q.wait_time.p95))
+    console.print(depth)
+    console.print(speed)
+    for check in stats.health.checks:
+        if not check.ok:
+            console.print(f"[red]✕ {escape(check.name)}[/]: {escape(check.detail)}")
 
 
 @main.command()
@@ -240,16 +293,16 @@ def status(database_url: str | None, app_path: str | None, as_json: bool) -> Non
 @click.option("--workflow", "workflow_id")
 @click.option("--limit", "-n", type=click.IntRange(1, 10_000), default=50, show_default=True)
 @click.option("--before-id", type=click.IntRange(1), help="Page: only jobs older than this id.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "json_out", is_flag=True, help="Print the jobs as JSON (timestamps ISO-8601).")
 @fail_on_errors
 def jobs(database_url: str | None, app_path: str | None, state: tuple[str, ...], queue: tuple[str, ...], job_type: tuple[str, ...],
-         workflow_id: str | None, limit: int, before_id: int | None, as_json: bool) -> None:
+         workflow_id: str | None, limit: int, before_id: int | None, json_out: bool) -> None:
     """List jobs, newest first, filtered by state, queue, type or workflow."""
     app = open_app(database_url, app_path)
     where = {k: v for k, v in {"state": state, "queue": queue, "type": job_type, "workflow_id": workflow_id}.items() if v}
-    found = app.list_jobs(limit=limit, before_id=before_id, **where)
-    if as_json:
-        click.echo(json.dumps([dataclasses.asdict(j) for j in found], default=str, indent=2))
+    found = app.admin.jobs.list(limit=limit, before_id=before_id, **where)
+    if json_out:
+        click.echo(as_json([dataclasses.asdict(j) for j in found]))
         return
     console.print(jobs_table(found, app.now(), f"{len(found)} jobs"))
 
@@ -269,8 +322,8 @@ def dlq_list(database_url: str | None, app_path: str | None, queue: tuple[str, .
     """Dead jobs, newest first, with their last error."""
     app = open_app(database_url, app_path)
     where: dict[str, Any] = {k: v for k, v in {"queue": queue, "type": job_type}.items() if v}
-    total = app.count_jobs(state=JobState.DEAD, **where)
-    console.print(jobs_table(app.dead_letters(limit=limit, **where), app.now(), f"Dead letters: {total:,}"))
+    total = app.admin.dead_letters.count(**where)
+    console.print(jobs_table(app.admin.dead_letters.list(limit=limit, **where), app.now(), f"Dead letters: {total:,}"))
 
 
 @dlq.command("show")
@@ -280,44 +333,14 @@ def dlq_list(database_url: str | None, app_path: str | None, queue: tuple[str, .
 def dlq_show(database_url: str | None, app_path: str | None, job_id: int) -> None:
     """One job with its payload and whole error history."""
     app = open_app(database_url, app_path)
-    job = app.get_job(job_id)
-    console.print(f"[bold]job {job.id}[/] {job.type} · queue {job.queue} · ", state_text(job.state), f" · attempt {job.attempt}/{job.max_attempts}")
-    console.print(f"created {job.created_at:%Y-%m-%d %H:%M:%S} · run at {job.run_at:%Y-%m-%d %H:%M:%S}"
-                  + (f" · finished {job.finished_at:%Y-%m-%d %H:%M:%S}" if job.finished_at else ""))
-    console.print("payload:", json.dumps(job.payload, indent=2, default=str), markup=False)
+    job = app.admin.jobs.get(job_id)
+    console.print(f"[bold]job {job.id}[/] {escape(job.type)} · queue {escape(job.queue)} · ", state_text(job.state), f" · attempt {job.attempt}/{job.max_attempts}")
+    console.print(f"created {stamp(job.created_at)} · run at {stamp(job.run_at)}" + (f" · finished {stamp(job.finished_at)}" if job.finished_at else ""))
+    console.print("payload:", json.dumps(job.payload, indent=2, default=json_value), markup=False)
     for error in job.errors:
-        console.print(f"[red]attempt {error.attempt}[/] at {error.at:%Y-%m-%d %H:%M:%S} ({error.worker_id or '-'}): {escape(error.error)}")
+        console.print(f"[red]attempt {error.attempt}[/] at {stamp(error.at)} ({escape(error.worker_id or '-')}): {escape(error.error)}")
         if error.traceback:
             console.print(error.traceback.rstrip(), markup=False, style="dim")
-
-
-def selected_dead(app: Conveyor, ids: tuple[int, ...], every: bool, queue: tuple[str, ...], job_type: tuple[str, ...]) -> list[int]:
-    if ids:
-        return list(ids)
-    if not (every or queue or job_type):
-        raise click.UsageError("give job ids, a --queue/--type filter, or --all")
-    where = {k: v for k, v in {"queue": queue, "type": job_type}.items() if v}
-    found: list[int] = []
-    before: int | None = None
-    while True:
-        page = app.dead_letters(limit=1000, before_id=before, **where)
-        found += [j.id for j in page]
-        if len(page) < 1000:
-            return found
-        before = page[-1].id
-
-
-def in_batches(label: str, ids: list[int], action: Callable[[list[int]], int], size: int = 200) -> int:
-    """Apply ``action`` to ``ids`` in batches under a progress bar; the number it reports done."""
-    done = 0
-    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=False) as progress:
-        task = progress.add_task(label, total=len(ids))
-        for start in range(0, len(ids), size):
-            chunk = ids[start : start + size]
-            done += action(chunk)
-            progress.advance(task, len(chunk))
-    return done
 
 
 def dlq_bulk(verb: str) -> Callable[..., None]:
@@ -330,21 +353,26 @@ def dlq_bulk(verb: str) -> Callable[..., None]:
     @fail_on_errors
     def command(database_url: str | None, app_path: str | None, ids: tuple[int, ...], every: bool, queue: tuple[str, ...],
                 job_type: tuple[str, ...], yes: bool) -> None:
+        where: dict[str, Any] = {k: v for k, v in {"queue": queue, "type": job_type}.items() if v}
+        if ids and (every or where):
+            raise click.UsageError("give job ids, or --queue/--type/--all, not both")
+        if not (ids or every or where):
+            raise click.UsageError("give job ids, a --queue/--type filter, or --all")
         app = open_app(database_url, app_path)
-        chosen = selected_dead(app, ids, every, queue, job_type)
-        if not chosen:
-            console.print("No dead jobs match.")
-            return
-        if not yes and not ids:
-            click.confirm(f"{verb.capitalize()} {len(chosen):,} dead jobs?", abort=True)
-        if verb == "retry":
-            count = in_batches("Retrying", chosen, lambda c: app.retry_jobs(ids=c, state=JobState.DEAD))
-        else:
-            count = in_batches("Purging", chosen, lambda c: app.purge(ids=c, state=JobState.DEAD))
-        app.audit(actor(), f"dlq.{verb}", "ids:" + ",".join(map(str, chosen[:50])), count=count, via="cli")
+        dead = app.admin.via("cli").dead_letters
+        selection = Selection.of(ids) if ids else Selection.matching(**where) if where else Selection.every()
+        if not ids:
+            matched = dead.count(**where)
+            if not matched:
+                console.print("No dead jobs match.")
+                return
+            if not yes:
+                click.confirm(f"{verb.capitalize()} {matched:,} dead jobs?", abort=True)
+        with console.status(f"{'Retrying' if verb == 'retry' else 'Purging'} dead jobs…"):
+            count = (dead.retry if verb == "retry" else dead.purge)(selection, actor=actor())
         console.print(f"{'Retried' if verb == 'retry' else 'Purged'} {count:,} dead jobs.")
 
-    command.__doc__ = f"{verb.capitalize()} dead jobs: by id, by --queue/--type, or --all."
+    command.__doc__ = f"{verb.capitalize()} dead jobs: by id, by --queue/--type, or --all (the count is shown first)."
     return command
 
 
@@ -357,29 +385,21 @@ def cron() -> None:
     """Cron schedules: list, pause, resume, trigger now."""
 
 
-def cron_method(app: Conveyor, name: str) -> Callable[..., Any]:
-    method = getattr(app, name, None)
-    if method is None:
-        raise click.ClickException("cron schedules are not available in this version of Conveyor")
-    return method  # type: ignore[no-any-return]
-
-
 @cron.command("list")
 @app_options
 @fail_on_errors
 def cron_list(database_url: str | None, app_path: str | None) -> None:
     """Schedules with their next fire times."""
-    from conveyor.web.api import cron_rows
-
     app = open_app(database_url, app_path)
-    cron_method(app, "cron_list")
-    rows = cron_rows(app)
+    rows = app.admin.schedules.list()
+    now = app.now()
     table = Table(title=f"{len(rows)} schedules", title_justify="left", header_style="bold")
-    keys = [k for k in rows[0] if k not in ("payload",)] if rows else ["name"]
-    for key in keys:
-        table.add_column(key)
-    for row in rows:
-        table.add_row(*(f"{row[k]:%Y-%m-%d %H:%M:%S}" if isinstance(row.get(k), datetime) else str(row.get(k, "")) for k in keys))
+    for name in ("name", "expression", "tz", "job type", "status", "next fire", "last fire"):
+        table.add_column(name)
+    for s in rows:
+        status = "disabled" if not s.enabled else "paused" if s.paused else "active"
+        table.add_row(s.name, s.expression, s.tz, s.job_type, status, f"{stamp(s.next_fire_at)} ({ago(s.next_fire_at, now)})",
+                      ago(s.last_fire_at, now) if s.last_fire_at else "never")
     console.print(table)
 
 
@@ -388,9 +408,8 @@ def cron_action(action: str) -> Callable[..., None]:
     @click.argument("name")
     @fail_on_errors
     def command(database_url: str | None, app_path: str | None, name: str) -> None:
-        app = open_app(database_url, app_path)
-        cron_method(app, f"cron_{action}")(name)
-        app.audit(actor(), f"cron.{action}", f"cron:{name}", via="cli")
+        schedules = open_app(database_url, app_path).admin.via("cli").schedules
+        {"pause": schedules.pause, "resume": schedules.resume, "trigger": schedules.trigger}[action](name, actor=actor())
         console.print(f"{name}: {action} done.")
 
     command.__doc__ = {"pause": "Stop a schedule from firing.", "resume": "Let a paused schedule fire again.",
@@ -408,20 +427,18 @@ for _action in ("pause", "resume", "trigger"):
 @fail_on_errors
 def workers(database_url: str | None, app_path: str | None, forget: bool) -> None:
     """Workers with their heartbeats."""
-    from conveyor.stats import is_live
-
     app = open_app(database_url, app_path)
     if forget:
-        console.print(f"forgot {app.forget_workers()} silent workers")
+        forgotten = app.admin.via("cli").workers.forget(actor=actor())
+        console.print(f"forgot {forgotten} silent workers")
     now = app.now()
     table = Table(title="Workers", title_justify="left", header_style="bold")
     for name in ("status", "id", "host", "pid", "queues", "running", "started", "heartbeat"):
         table.add_column(name, justify="right" if name in ("pid", "running") else "left")
-    for w in app.workers():
+    for w in app.admin.workers.list():
         live = is_live(w, now, app.settings.worker_stale_after)
         table.add_row(Text("live" if live else "gone", style="green" if live else "red"), w.id, w.host, str(w.pid), ",".join(w.queues),
-                      f"{w.running}/{w.concurrency}", dur((now - w.started_at).total_seconds()) + " ago" if w.started_at else "-",
-                      dur((now - w.heartbeat_at).total_seconds()) + " ago" if w.heartbeat_at else "-")
+                      f"{w.running}/{w.concurrency}", ago(w.started_at, now), ago(w.heartbeat_at, now))
     console.print(table)
 
 
@@ -434,18 +451,17 @@ def workers(database_url: str | None, app_path: str | None, forget: bool) -> Non
 @fail_on_errors
 def prune(database_url: str | None, app_path: str | None, older_than: str | None, keep: int | None, batch: int | None, dry_run: bool) -> None:
     """Delete finished jobs the retention policy no longer keeps (dead jobs stay until purged)."""
-    app = open_app(database_url, app_path)
     age = seconds_option(older_than)
-    policy = app.prune_policy(completed_older_than=age, cancelled_older_than=age, keep_completed_per_type=keep, limit=batch)
-    due = app.prunable(policy)
+    app = open_app(database_url, app_path)
+    policy = app.admin.prune_policy(completed_older_than=age, cancelled_older_than=age, keep_completed_per_type=keep, limit=batch)
+    due = app.admin.prunable(policy)
     if dry_run or not due:
         console.print(f"{due:,} jobs {'would be' if dry_run else 'to be'} pruned.")
         return
     columns = (TextColumn("[bold]Pruning"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console) as progress:
         task = progress.add_task("prune", total=due)
-        total = app.prune(policy, on_batch=lambda n: progress.advance(task, n))
-    app.audit(actor(), "jobs.prune", "retention", count=total, via="cli")
+        total = app.admin.via("cli").prune(policy, actor=actor(), on_batch=lambda n: progress.advance(task, n))
     console.print(f"Pruned {total:,} jobs.")
 
 
@@ -454,13 +470,13 @@ def prune(database_url: str | None, app_path: str | None, older_than: str | None
 @click.option("--limit", "-n", type=click.IntRange(1, 10_000), default=50, show_default=True)
 @fail_on_errors
 def audit(database_url: str | None, app_path: str | None, limit: int) -> None:
-    """The audit log: who retried, cancelled or purged what, and when."""
+    """The audit log: who retried, cancelled or purged what, how many, and when."""
     app = open_app(database_url, app_path)
     table = Table(title="Audit log", title_justify="left", header_style="bold")
     for name in ("when", "who", "action", "target", "detail"):
         table.add_column(name)
-    for e in app.audit_log(limit):
-        table.add_row(f"{e.at:%Y-%m-%d %H:%M:%S}", e.actor, e.action, e.target[:60], json.dumps(e.detail, default=str)[:80])
+    for e in app.admin.audit.list(limit):
+        table.add_row(stamp(e.at), e.actor, e.action, e.target[:60], json.dumps(e.detail, default=json_value)[:80])
     console.print(table)
 
 
@@ -469,11 +485,14 @@ def audit(database_url: str | None, app_path: str | None, limit: int) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=click.IntRange(1, 65535), default=8181, show_default=True)
 def dashboard(database_url: str | None, app_path: str | None, host: str, port: int) -> None:
-    """Serve the admin API and the live dashboard."""
-    import uvicorn
+    """Serve the admin API and the live dashboard (needs the `web` extra)."""
+    try:
+        import uvicorn
 
-    from conveyor.web import Token, create_app
-    from conveyor.web.auth import Role, Tokens
+        from conveyor.web import Token, create_app
+        from conveyor.web.auth import Role, Tokens
+    except ImportError as exc:
+        raise click.ClickException(f"the dashboard needs the web extra: pip install 'conveyor[web]' ({exc})") from exc
 
     app = open_app(database_url, app_path)
     tokens: list[Token] | None = None
@@ -481,7 +500,7 @@ def dashboard(database_url: str | None, app_path: str | None, host: str, port: i
         secret = secrets.token_urlsafe(24)
         tokens = [Token("admin", secret, Role.WRITE)]
         console.print(f"No admin token is configured (CONVEYOR_ADMIN_TOKEN); this run's token is: [bold]{secret}[/]")
-    console.print(f"Dashboard on http://{host}:{port}/")
+    console.print(f"Dashboard on http://{host}:{port}/ · database: {escape(location(app.settings.database_url))}")
     uvicorn.run(create_app(app, tokens=tokens), host=host, port=port, log_level="warning")
 
 

@@ -30,7 +30,7 @@ class ConveyorCollector(Collector):
         self.app = app
 
     def collect(self) -> Iterator[Metric]:
-        stats = self.app.stats()
+        stats = self.app.admin.stats()
         jobs = GaugeMetricFamily("conveyor_jobs", "Jobs by queue, type and state", labels=["queue", "type", "state"])
         done = GaugeMetricFamily(
             "conveyor_jobs_finished_recent", "Jobs completed or dead within the window", labels=["queue", "type", "state", "window"]

@@ -48,7 +48,7 @@ def drain(app: Conveyor, timeout: float = 30.0, **options: Any) -> None:
     """Run a worker until no job is pending, scheduled-and-due or running."""
     with running_worker(app, **options):
         wait_until(
-            lambda: app.count_jobs(state=[JobState.PENDING, JobState.RUNNING]) == 0,
+            lambda: app.admin.jobs.count(state=[JobState.PENDING, JobState.RUNNING]) == 0,
             timeout=timeout,
             message="the queue to drain",
         )

@@ -208,7 +208,7 @@ class WorkflowNode:
 
 @dataclass(frozen=True, slots=True)
 class WorkflowStatus:
-    """``app.workflow(id)``: every job of the workflow, its edges, and the overall state."""
+    """``app.admin.workflows.status(id)``: every job of the workflow, its edges, and the overall state."""
 
     id: str
     state: WorkflowState

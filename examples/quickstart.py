@@ -52,7 +52,7 @@ if __name__ == "__main__":
     except Exception as exc:  # refused at enqueue, nothing stored
         print(f"refused: {exc}")
     with running_worker(app):
-        wait_until(lambda: app.count_jobs(state="completed") == 6, timeout=30)
-    for job in sorted(app.list_jobs(), key=lambda j: j.id):
+        wait_until(lambda: app.admin.jobs.count(state="completed") == 6, timeout=30)
+    for job in sorted(app.admin.jobs.list(), key=lambda j: j.id):
         print(f"job {job.id:>2} {job.type:<18} {job.state:<10} attempts={job.attempt} result={job.result}")
     print(f"database: {db}")

@@ -13,11 +13,11 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 
 from conveyor.app import Conveyor
 from conveyor.backends.insights import AuditEntry, WorkflowSummary
-from conveyor.errors import ConveyorError, InvalidTransition
-from conveyor.job import FINISHED_STATES, Job, JobState
+from conveyor.errors import ConveyorError
+from conveyor.job import Job, JobState
 from conveyor.stats import Health, Stats, is_live
 from conveyor.web.auth import Identity, reader, writer
-from conveyor.web.schemas import ActionResult, JobId, JobPage, Limit, Name, PageQuery, Problem, Selection, WorkerOut
+from conveyor.web.schemas import ActionResult, JobId, JobPage, Limit, Name, PageQuery, Problem, SelectionIn, WorkerOut
 
 Reader = Annotated[Identity, Depends(reader)]
 Writer = Annotated[Identity, Depends(writer)]
@@ -47,7 +47,7 @@ App = Annotated[Conveyor, Depends(conveyor)]
 
 def page(app: Conveyor, query: PageQuery, **forced: Any) -> JobPage:
     where = {**query.where(), **forced}
-    jobs = app.list_jobs(limit=query.limit + 1, before_id=query.before_id, **where)
+    jobs = app.admin.jobs.list(limit=query.limit + 1, before_id=query.before_id, **where)
     more = len(jobs) > query.limit
     jobs = jobs[: query.limit]
     return JobPage(jobs=jobs, next_before_id=jobs[-1].id if more else None)
@@ -58,12 +58,12 @@ def page(app: Conveyor, query: PageQuery, **forced: Any) -> JobPage:
 
 @router.get("/stats", response_model=Stats, summary="Counts, throughput, failure rate, run and wait times, health")
 def get_stats(_: Reader, app: App) -> Stats:
-    return app.stats()
+    return app.admin.stats()
 
 
 @router.get("/health", response_model=Health, summary="ok, or degraded with the failing checks")
 def get_health(_: Reader, app: App) -> Health:
-    return app.health()
+    return app.admin.health()
 
 
 # -- jobs ---------------------------------------------------------------------------
@@ -76,56 +76,37 @@ def list_jobs(_: Reader, app: App, query: Annotated[PageQuery, Query()]) -> JobP
 
 @router.get("/jobs/{job_id}", response_model=Job, responses={404: {"model": Problem}}, summary="One job with its whole error history")
 def get_job(_: Reader, app: App, job_id: PathId) -> Job:
-    return app.get_job(job_id)
+    return app.admin.jobs.get(job_id)
 
 
 @router.post("/jobs/{job_id}/retry", response_model=ActionResult, responses=ONE_JOB, summary="Send a dead or cancelled job back to pending")
 def retry_job(who: Writer, app: App, job_id: PathId) -> ActionResult:
-    app.retry(job_id)
-    app.audit(who.name, "job.retry", f"job:{job_id}")
-    return ActionResult(action="retry", count=1)
+    return ActionResult(action="retry", count=app.admin.via("api").jobs.retry(job_id, actor=who.name))
 
 
 @router.post("/jobs/{job_id}/cancel", response_model=ActionResult, responses=ONE_JOB, summary="Cancel a job that has not started")
 def cancel_job(who: Writer, app: App, job_id: PathId) -> ActionResult:
-    app.cancel(job_id)
-    app.audit(who.name, "job.cancel", f"job:{job_id}")
-    return ActionResult(action="cancel", count=1)
+    return ActionResult(action="cancel", count=app.admin.via("api").jobs.cancel(job_id, actor=who.name))
 
 
 @router.delete("/jobs/{job_id}", response_model=ActionResult, responses=ONE_JOB, summary="Purge one finished job")
 def purge_job(who: Writer, app: App, job_id: PathId) -> ActionResult:
-    job = app.get_job(job_id)
-    if job.state not in FINISHED_STATES:
-        raise InvalidTransition(job_id, job.state, "purge")
-    count = app.purge(ids=[job_id], state=list(FINISHED_STATES))
-    app.audit(who.name, "job.purge", f"job:{job_id}")
-    return ActionResult(action="purge", count=count)
+    return ActionResult(action="purge", count=app.admin.via("api").jobs.purge(job_id, actor=who.name))
 
 
-@router.post("/jobs/retry", response_model=ActionResult, responses=MUTATION_ERRORS, summary="Retry dead/cancelled jobs by ids or filter")
-def retry_jobs(who: Writer, app: App, selection: Selection) -> ActionResult:
-    where = selection.where()
-    where.setdefault("state", [JobState.DEAD, JobState.CANCELLED])
-    count = app.retry_jobs(**where)
-    app.audit(who.name, "jobs.retry", scope(selection), count=count)
-    return ActionResult(action="retry", count=count)
+@router.post("/jobs/retry", response_model=ActionResult, responses=MUTATION_ERRORS, summary="Retry dead/cancelled jobs: ids, filter or all")
+def retry_jobs(who: Writer, app: App, selection: SelectionIn) -> ActionResult:
+    return ActionResult(action="retry", count=app.admin.via("api").jobs.retry(selection.chosen(), actor=who.name))
 
 
-@router.post("/jobs/cancel", response_model=ActionResult, responses=MUTATION_ERRORS, summary="Cancel unstarted jobs by ids or filter")
-def cancel_jobs(who: Writer, app: App, selection: Selection) -> ActionResult:
-    count = app.cancel_jobs(**selection.where())
-    app.audit(who.name, "jobs.cancel", scope(selection), count=count)
-    return ActionResult(action="cancel", count=count)
+@router.post("/jobs/cancel", response_model=ActionResult, responses=MUTATION_ERRORS, summary="Cancel unstarted jobs: ids, filter or all")
+def cancel_jobs(who: Writer, app: App, selection: SelectionIn) -> ActionResult:
+    return ActionResult(action="cancel", count=app.admin.via("api").jobs.cancel(selection.chosen(), actor=who.name))
 
 
-@router.post("/jobs/purge", response_model=ActionResult, responses=MUTATION_ERRORS, summary="Delete finished jobs by ids or filter")
-def purge_jobs(who: Writer, app: App, selection: Selection) -> ActionResult:
-    where = selection.where()
-    where.setdefault("state", list(FINISHED_STATES))
-    count = app.purge(**where)
-    app.audit(who.name, "jobs.purge", scope(selection), count=count)
-    return ActionResult(action="purge", count=count)
+@router.post("/jobs/purge", response_model=ActionResult, responses=MUTATION_ERRORS, summary="Delete finished jobs: ids, filter or all")
+def purge_jobs(who: Writer, app: App, selection: SelectionIn) -> ActionResult:
+    return ActionResult(action="purge", count=app.admin.via("api").jobs.purge(selection.chosen(), actor=who.name))
 
 
 # -- dead-letter queue --------------------------------------------------------------
@@ -137,64 +118,32 @@ def list_dead(_: Reader, app: App, query: Annotated[PageQuery, Query()]) -> JobP
 
 
 @router.post("/dlq/retry", response_model=ActionResult, responses=MUTATION_ERRORS, summary="Retry dead jobs: ids, filter or all")
-def retry_dead(who: Writer, app: App, selection: Selection) -> ActionResult:
-    count = app.retry_jobs(**{**selection.where(), "state": JobState.DEAD})
-    app.audit(who.name, "dlq.retry", scope(selection), count=count)
-    return ActionResult(action="retry", count=count)
+def retry_dead(who: Writer, app: App, selection: SelectionIn) -> ActionResult:
+    return ActionResult(action="retry", count=app.admin.via("api").dead_letters.retry(selection.chosen(), actor=who.name))
 
 
 @router.post("/dlq/purge", response_model=ActionResult, responses=MUTATION_ERRORS, summary="Delete dead jobs: ids, filter or all")
-def purge_dead(who: Writer, app: App, selection: Selection) -> ActionResult:
-    count = app.purge(**{**selection.where(), "state": JobState.DEAD})
-    app.audit(who.name, "dlq.purge", scope(selection), count=count)
-    return ActionResult(action="purge", count=count)
-
-
-def scope(selection: Selection) -> str:
-    if selection.ids is not None:
-        return "ids:" + ",".join(str(i) for i in selection.ids[:50]) + ("…" if len(selection.ids) > 50 else "")
-    if selection.filter is not None:
-        return "filter:" + selection.filter.model_dump_json(exclude_defaults=True)
-    return "all"
+def purge_dead(who: Writer, app: App, selection: SelectionIn) -> ActionResult:
+    return ActionResult(action="purge", count=app.admin.via("api").dead_letters.purge(selection.chosen(), actor=who.name))
 
 
 # -- cron ---------------------------------------------------------------------------
 
 
-def cron_api(app: Conveyor, method: str) -> Any:
-    found = getattr(app, method, None)
-    if found is None:
-        raise HTTPException(501, "cron schedules are not available in this version of Conveyor")
-    return found
-
-
-def cron_rows(app: Conveyor) -> list[dict[str, Any]]:
-    """Schedules as plain dicts, whatever record type the cron module returns."""
-    rows = []
-    for item in cron_api(app, "cron_list")():
-        if dataclasses.is_dataclass(item) and not isinstance(item, type):
-            rows.append(dataclasses.asdict(item))
-        elif isinstance(item, dict):
-            rows.append(dict(item))
-        else:
-            rows.append({k: v for k, v in vars(item).items() if not k.startswith("_")})
-    return rows
-
-
-@router.get("/cron", response_model=list[dict[str, Any]], responses={501: {"model": Problem}}, summary="Cron schedules with next fire times")
+@router.get("/cron", response_model=list[dict[str, Any]], summary="Cron schedules with next fire times")
 def list_cron(_: Reader, app: App) -> list[dict[str, Any]]:
-    return cron_rows(app)
+    return [dataclasses.asdict(s) for s in app.admin.schedules.list()]
 
 
 @router.post(
     "/cron/{name}/{action}",
     response_model=ActionResult,
-    responses={**MUTATION_ERRORS, 404: {"model": Problem}, 501: {"model": Problem}},
+    responses={**MUTATION_ERRORS, 404: {"model": Problem}},
     summary="Pause, resume or trigger a schedule now",
 )
 def cron_action(who: Writer, app: App, name: Annotated[Name, Path()], action: Annotated[str, Path(pattern="^(pause|resume|trigger)$")]) -> ActionResult:
-    result = cron_api(app, f"cron_{action}")(name)
-    app.audit(who.name, f"cron.{action}", f"cron:{name}", result=result if isinstance(result, int | str | bool) else None)
+    schedules = app.admin.via("api").schedules
+    {"pause": schedules.pause, "resume": schedules.resume, "trigger": schedules.trigger}[action](name, actor=who.name)
     return ActionResult(action=action, count=1)
 
 
@@ -210,19 +159,19 @@ def list_workers(_: Reader, app: App) -> list[WorkerOut]:
             live=is_live(w, now, app.settings.worker_stale_after),
             heartbeat_age=None if w.heartbeat_at is None else (now - w.heartbeat_at).total_seconds(),
         )
-        for w in app.workers()
+        for w in app.admin.workers.list()
     ]
 
 
 @router.get("/workflows", response_model=list[WorkflowSummary], summary="The newest workflows, jobs counted by state")
 def list_workflows(_: Reader, app: App, limit: Annotated[Limit, Query()] = 50) -> list[WorkflowSummary]:
-    return app.recent_workflows(limit)
+    return app.admin.workflows.list(limit)
 
 
 @router.get("/workflows/{workflow_id}", response_model=JobPage, responses={404: {"model": Problem}}, summary="A workflow's jobs")
 def get_workflow(_: Reader, app: App, workflow_id: Annotated[Name, Path()]) -> JobPage:
     try:
-        status = app.workflow(workflow_id)
+        status = app.admin.workflows.status(workflow_id)
     except ConveyorError as exc:
         raise HTTPException(404, str(exc)) from exc
     return JobPage(jobs=sorted(status.jobs, key=lambda j: j.id), next_before_id=None)
@@ -230,4 +179,4 @@ def get_workflow(_: Reader, app: App, workflow_id: Annotated[Name, Path()]) -> J
 
 @router.get("/audit", response_model=list[AuditEntry], summary="Every mutating action: who, what, when")
 def list_audit(_: Reader, app: App, limit: Annotated[Limit, Query()] = 100, before_id: Annotated[JobId | None, Query()] = None) -> list[AuditEntry]:
-    return app.audit_log(limit, before_id)
+    return app.admin.audit.list(limit, before_id)

@@ -13,7 +13,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Sequence
-from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlencode
@@ -24,11 +23,12 @@ from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
 from starlette.datastructures import FormData
 
+from conveyor.admin import Selection
 from conveyor.app import Conveyor
 from conveyor.errors import ConveyorError, JobNotFound
+from conveyor.formatting import ago, duration, number, percent
 from conveyor.job import FINISHED_STATES, Job, JobState
 from conveyor.stats import Stats, is_live
-from conveyor.web.api import cron_rows
 from conveyor.web.auth import CSRF_FIELD, SESSION_COOKIE, SESSION_SECONDS, Identity, Role, Tokens, authenticate, csrf_value
 from conveyor.web.schemas import PageQuery
 from conveyor.workflow import WorkflowNode
@@ -66,7 +66,7 @@ class DepthHistory:
             cached = self._stats
             if cached is not None and time.monotonic() - cached[0] < max_age:
                 return cached[1]
-        stats = app.stats()
+        stats = app.admin.stats()
         with self._lock:
             self._stats = (time.monotonic(), stats)
             at = stats.at.timestamp()
@@ -81,43 +81,6 @@ class DepthHistory:
 
 
 # -- formatting -----------------------------------------------------------------------
-
-
-def duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "–"
-    if seconds < 1:
-        return f"{seconds * 1000:.0f} ms"
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    minutes, secs = divmod(int(seconds), 60)
-    if minutes < 60:
-        return f"{minutes}m {secs:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    if hours < 48:
-        return f"{hours}h {minutes:02d}m"
-    return f"{hours // 24}d {hours % 24}h"
-
-
-def ago(moment: datetime | None, now: datetime) -> str:
-    if moment is None:
-        return "–"
-    delta = (now - moment).total_seconds()
-    if delta < 0:
-        return "in " + duration(-delta)
-    return duration(delta) + " ago"
-
-
-def number(value: float | None) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, float) and not value.is_integer():
-        return f"{value:,.1f}" if value >= 10 else f"{value:,.2f}"
-    return f"{int(value):,}"
-
-
-def percent(value: float | None) -> str:
-    return "–" if value is None else f"{value * 100:.1f}%"
 
 
 def pretty(value: Any) -> str:
@@ -299,7 +262,7 @@ def jobs_listing(request: Request, identity: Identity, template: str, forced_sta
     where = query.where()
     if forced_state is not None:
         where["state"] = forced_state
-    jobs = app.list_jobs(limit=query.limit + 1, before_id=query.before_id, **where)
+    jobs = app.admin.jobs.list(limit=query.limit + 1, before_id=query.before_id, **where)
     more = len(jobs) > query.limit
     jobs = jobs[: query.limit]
     stats: Stats = request.app.state.depth.stats(app)
@@ -341,7 +304,7 @@ def dlq_page(request: Request, identity: Viewer) -> Response:
 def job_page(request: Request, identity: Viewer, job_id: str) -> Response:
     app: Conveyor = request.app.state.conveyor
     try:
-        job: Job | None = app.get_job(int(job_id)) if job_id.isdigit() and int(job_id) < 2**63 else None
+        job: Job | None = app.admin.jobs.get(int(job_id)) if job_id.isdigit() and int(job_id) < 2**63 else None
     except JobNotFound:
         job = None
     if job is None:
@@ -352,13 +315,12 @@ def job_page(request: Request, identity: Viewer, job_id: str) -> Response:
 @router.get("/cron")
 def cron_page(request: Request, identity: Viewer) -> Response:
     app: Conveyor = request.app.state.conveyor
-    available = hasattr(app, "cron_list")
-    return render(request, "cron.html", identity, schedules=cron_rows(app) if available else [], available=available)
+    return render(request, "cron.html", identity, schedules=app.admin.schedules.list(), available=True)
 
 
 @router.get("/workflows")
 def workflows_page(request: Request, identity: Viewer) -> Response:
-    return render(request, "workflows.html", identity, workflows=request.app.state.conveyor.recent_workflows(50))
+    return render(request, "workflows.html", identity, workflows=request.app.state.conveyor.admin.workflows.list(50))
 
 
 @router.get("/workflows/{workflow_id}")
@@ -366,7 +328,7 @@ def workflow_page(request: Request, identity: Viewer, workflow_id: str) -> Respo
     app: Conveyor = request.app.state.conveyor
     name = workflow_id[:200].replace("\x00", "")
     try:
-        status = app.workflow(name)
+        status = app.admin.workflows.status(name)
     except ConveyorError:
         return render(request, "missing.html", identity, status_code=404, what=f"workflow {workflow_id}")
     return render(request, "workflow.html", identity, workflow_id=name, status=status, tree=flatten(status.tree()), jobs=status.jobs)
@@ -385,13 +347,13 @@ def flatten(nodes: Sequence[WorkflowNode], depth: int = 0) -> list[tuple[int, Wo
 def workers_page(request: Request, identity: Viewer) -> Response:
     app: Conveyor = request.app.state.conveyor
     stats: Stats = request.app.state.depth.stats(app)
-    workers = [(w, is_live(w, stats.at, app.settings.worker_stale_after)) for w in app.workers()]
+    workers = [(w, is_live(w, stats.at, app.settings.worker_stale_after)) for w in app.admin.workers.list()]
     return render(request, "workers.html", identity, stats=stats, workers=workers)
 
 
 @router.get("/audit")
 def audit_page(request: Request, identity: Viewer) -> Response:
-    return render(request, "audit.html", identity, entries=request.app.state.conveyor.audit_log(200))
+    return render(request, "audit.html", identity, entries=request.app.state.conveyor.admin.audit.list(200))
 
 
 # -- actions --------------------------------------------------------------------------
@@ -403,24 +365,17 @@ async def job_action(request: Request, job_id: int, action: str) -> Response:
     if isinstance(checked, Response):
         return checked
     identity, form = checked
-    app: Conveyor = request.app.state.conveyor
+    jobs = request.app.state.conveyor.admin.via("dashboard").jobs
+    act = {"retry": jobs.retry, "cancel": jobs.cancel, "purge": jobs.purge}.get(action)
+    if act is None:
+        return Response("unknown action", status_code=404, media_type="text/plain")
     target = form.get("next") or f"{base_path(request)}/jobs/{job_id}"
     try:
-        if action == "retry":
-            app.retry(job_id)
-        elif action == "cancel":
-            app.cancel(job_id)
-        elif action == "purge":
-            job = app.get_job(job_id)
-            if job.state not in FINISHED_STATES:
-                return back(request, target, f"Job {job_id} is {job.state}: only finished jobs can be purged.")
-            app.purge(ids=[job_id], state=list(FINISHED_STATES))
-            target = form.get("next") or f"{base_path(request)}/jobs"
-        else:
-            return Response("unknown action", status_code=404, media_type="text/plain")
+        act(job_id, actor=identity.name)
     except ConveyorError as exc:
         return back(request, target, str(exc))
-    app.audit(identity.name, f"job.{action}", f"job:{job_id}", via="dashboard")
+    if action == "purge":
+        target = form.get("next") or f"{base_path(request)}/jobs"
     verb = {"retry": "sent back to pending", "cancel": "cancelled", "purge": "purged"}[action]
     return back(request, target, f"Job {job_id} {verb}.")
 
@@ -432,28 +387,23 @@ async def bulk_action(request: Request) -> Response:
     if isinstance(checked, Response):
         return checked
     identity, form = checked
-    app: Conveyor = request.app.state.conveyor
+    admin = request.app.state.conveyor.admin.via("dashboard")
     action, _, matching = str(form.get("action") or "").partition("-")
     dead_only = form.get("scope") == "dead-selected"
     if dead_only and matching == "matching":
         query, _ = job_query({k: v if isinstance(v, list) else [v] for k, v in form.items() if v})
-        where: dict[str, Any] = {**query.where(), "state": JobState.DEAD}
-        target = "matching"
+        where = query.where()
+        selection = Selection.matching(**where) if where else Selection.every()  # no filter on the page: every dead job, as the button says
     else:
         ids = [int(i) for i in form.get("ids") or [] if str(i).isdigit() and int(i) < 2**63]
         if not ids:
             return back(request, form.get("next"), "Select some jobs first.")
-        where = {"ids": ids, **({"state": JobState.DEAD} if dead_only else {})}
-        target = "ids:" + ",".join(map(str, ids[:50]))
-    if action == "retry":
-        count = app.retry_jobs(**{"state": [JobState.DEAD, JobState.CANCELLED], **where})
-    elif action == "cancel":
-        count = app.cancel_jobs(**where)
-    elif action == "purge":
-        count = app.purge(**{"state": list(FINISHED_STATES), **where})
-    else:
+        selection = Selection.of(ids)
+    part = admin.dead_letters if dead_only else admin.jobs
+    act = {"retry": part.retry, "purge": part.purge, **({} if dead_only else {"cancel": admin.jobs.cancel})}.get(action)
+    if act is None:
         return back(request, form.get("next"), "Unknown action.")
-    app.audit(identity.name, f"{'dlq' if dead_only else 'jobs'}.{action}", target, count=count, via="dashboard")
+    count = act(selection, actor=identity.name)
     past = {"retry": "retried", "cancel": "cancelled", "purge": "purged"}[action]
     return back(request, form.get("next"), f"{count} job{'s' if count != 1 else ''} {past}.")
 
@@ -464,15 +414,12 @@ async def cron_action(request: Request, name: str, action: str) -> Response:
     if isinstance(checked, Response):
         return checked
     identity, form = checked
-    app: Conveyor = request.app.state.conveyor
-    method = getattr(app, f"cron_{action}", None) if action in ("pause", "resume", "trigger") else None
-    if method is None:
+    schedules = request.app.state.conveyor.admin.via("dashboard").schedules
+    act = {"pause": schedules.pause, "resume": schedules.resume, "trigger": schedules.trigger}.get(action)
+    if act is None:
         return back(request, form.get("next"), "That cron action is not available.")
     try:
-        method(name)
+        act(name, actor=identity.name)
     except ConveyorError as exc:
         return back(request, form.get("next"), str(exc))
-    app.audit(identity.name, f"cron.{action}", f"cron:{name}", via="dashboard")
     return back(request, form.get("next"), f"Schedule {name!r}: {action} done.")
-
-

@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
+from conveyor.admin import Selection
 from conveyor.backends.base import WorkerInfo
 from conveyor.job import Job, JobState
 
@@ -51,8 +52,12 @@ class PageQuery(JobQuery):
     before_id: JobId | None = None
 
 
-class Selection(BaseModel):
-    """The jobs a bulk action applies to: explicit ids, a filter, or ``{"all": true}``."""
+class SelectionIn(BaseModel):
+    """The jobs a bulk action applies to: explicit ids, a filter, or ``{"all": true}``.
+
+    An empty list or an empty filter selects nothing (count 0); only ``{"all": true}`` acts on
+    every job, and the audit row says ``all``.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -61,18 +66,18 @@ class Selection(BaseModel):
     all: bool = False
 
     @model_validator(mode="after")
-    def one_scope(self) -> Selection:
+    def one_scope(self) -> SelectionIn:
         chosen = sum([self.ids is not None, self.filter is not None, self.all])
         if chosen != 1:
             raise ValueError('give exactly one of "ids", "filter" or "all": true')
         return self
 
-    def where(self) -> dict[str, Any]:
+    def chosen(self) -> Selection:
         if self.ids is not None:
-            return {"ids": self.ids}
+            return Selection.of(self.ids)
         if self.filter is not None:
-            return self.filter.where()
-        return {}
+            return Selection.matching(**self.filter.where())
+        return Selection.every()
 
 
 class JobPage(BaseModel):

@@ -32,7 +32,7 @@ async def prune_loop(worker: Worker) -> None:
             removed = await prune_once(worker)
             if removed:
                 log.info("pruned %d finished jobs", removed)
-            await worker.bridge.call(app.forget_workers)
+            await worker.bridge.call(app.insights.workers_forget, max(3600.0, worker.settings.worker_stale_after))  # housekeeping, not audited
         except BackendError as exc:
             log.warning("pruning failed (%s); retrying in %.0f s", exc, interval)
 
@@ -40,7 +40,7 @@ async def prune_loop(worker: Worker) -> None:
 async def prune_once(worker: Worker) -> int:
     """Delete batches until one comes back short; stop early when the worker stops."""
     app = worker.app
-    policy = app.prune_policy(limit=worker.settings.prune_batch)
+    policy = app.admin.prune_policy(limit=worker.settings.prune_batch)
     total = 0
     while not worker.stopped.is_set():
         removed = await worker.bridge.call(app.insights.jobs_prune, policy)

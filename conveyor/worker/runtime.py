@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+from conveyor.backends import location
 from conveyor.backends.base import ClaimLimit, ClaimParams, WorkerInfo
 from conveyor.context import JobContext
 from conveyor.errors import BackendError, ConfigError
@@ -126,7 +127,8 @@ class Worker:
         self.batch_extra = 0  # jobs beyond the first of each running batch: a batch takes one slot
         await self._register()
         unlisten = self.app.backend.listen(self.wake)
-        log.info("worker %s started: queues=%s concurrency=%d", self.id, ",".join(self.queues), self.concurrency)
+        log.info("worker %s started: queues=%s concurrency=%d database=%s", self.id, ",".join(self.queues), self.concurrency,
+                 location(self.app.backend.url))
         self.started.set()
         helpers = [
             asyncio.create_task(self.completer.run(), name="completer"),

@@ -116,8 +116,8 @@ def create_api(config: ShopConfig | None = None, shop: Shop | None = None) -> Fa
 
     @api.get("/health")
     def health() -> dict[str, Any]:
-        counts = {s.value: shop.app.count_jobs(state=s) for s in (JobState.PENDING, JobState.SCHEDULED, JobState.RUNNING, JobState.DEAD)}
-        return {"status": "ok", "queue": {**counts, "workers": len(shop.app.workers())}}
+        counts = {s.value: shop.app.admin.jobs.count(state=s) for s in (JobState.PENDING, JobState.SCHEDULED, JobState.RUNNING, JobState.DEAD)}
+        return {"status": "ok", "queue": {**counts, "workers": len(shop.app.admin.workers.list())}}
 
     @api.get("/products")
     def products() -> list[dict[str, Any]]:
@@ -136,7 +136,7 @@ def create_api(config: ShopConfig | None = None, shop: Shop | None = None) -> Fa
         order = db.order(order_id)
         if order is None:
             raise HTTPException(404, f"no order {order_id}")
-        jobs = shop.app.list_jobs(workflow_id=order.workflow_id, limit=100) if order.workflow_id else []
+        jobs = shop.app.admin.jobs.list(workflow_id=order.workflow_id, limit=100) if order.workflow_id else []
         return order_view(order, jobs)
 
     @api.get("/orders/{order_id}/invoice.pdf")

@@ -23,7 +23,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from conveyor import Cancel, Conveyor, Exponential, JobContext, JobEvent, JobState, Priority
+from conveyor import Cancel, Conveyor, Exponential, JobContext, JobEvent, JobState, Priority, Selection
 from conveyor.webhooks import WebhookURLRefused, deliver
 from examples.shop import inventory, invoice, mail, report
 from examples.shop.config import ShopConfig
@@ -164,7 +164,7 @@ class Pipeline:
     def cleanup_finished_jobs(self, p: Cleanup) -> dict[str, int]:
         age = p.older_than_seconds or self.config.cleanup_after
         before = self.app.now() - timedelta(seconds=age)
-        return {"purged": self.app.purge(state=[JobState.COMPLETED, JobState.CANCELLED], created_before=before)}
+        return {"purged": self.app.admin.jobs.purge(Selection.matching(state=[JobState.COMPLETED, JobState.CANCELLED], created_before=before), actor="shop")}
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,7 +35,7 @@ def seeded(app: Conveyor) -> Conveyor:
     app.enqueue_many([("send_email", {"n": i}) for i in range(3)])
     app.enqueue_many([("charge", {"order": f"o{i}"}) for i in range(4)])
     with running_worker(app):
-        wait_until(lambda: app.count_jobs(state=[JobState.COMPLETED, JobState.DEAD]) == 7, message="seed jobs to finish")
+        wait_until(lambda: app.admin.jobs.count(state=[JobState.COMPLETED, JobState.DEAD]) == 7, message="seed jobs to finish")
     app.enqueue("send_email", {"n": 99}, queue="idle")
     return app
 
@@ -59,7 +59,7 @@ def test_jobs_filters(seeded: Conveyor, database_url: str) -> None:
 
 
 def test_dlq_list_show_retry_purge_with_audit(seeded: Conveyor, database_url: str) -> None:
-    dead = sorted(j.id for j in seeded.dead_letters())
+    dead = sorted(j.id for j in seeded.admin.dead_letters.list())
     listing = run(database_url, "dlq", "list")
     assert "Dead letters: 4" in listing.stdout
     shown = run(database_url, "dlq", "show", str(dead[0]))
@@ -67,15 +67,15 @@ def test_dlq_list_show_retry_purge_with_audit(seeded: Conveyor, database_url: st
     assert run(database_url, "dlq", "show", "999999").returncode == 1
     assert run(database_url, "dlq", "retry").returncode == 2  # no scope given: refuse
     refused = run(database_url, "dlq", "purge", "--all", input="n\n")
-    assert refused.returncode == 1 and seeded.count_jobs(state=JobState.DEAD) == 4
+    assert refused.returncode == 1 and seeded.admin.jobs.count(state=JobState.DEAD) == 4
     retried = run(database_url, "dlq", "retry", str(dead[0]), str(dead[1]))
     assert retried.returncode == 0 and "Retried 2 dead jobs" in retried.stdout
     purged = run(database_url, "dlq", "purge", "--all", "--yes")
-    assert purged.returncode == 0 and "Purged 2 dead jobs" in purged.stdout and "Purging" in purged.stdout
-    assert seeded.count_jobs(state=JobState.DEAD) == 0 and seeded.count_jobs(state=JobState.PENDING) == 3
-    actions = [(e.action, e.detail["count"]) for e in reversed(seeded.audit_log())]
+    assert purged.returncode == 0 and "Purged 2 dead jobs" in purged.stdout
+    assert seeded.admin.jobs.count(state=JobState.DEAD) == 0 and seeded.admin.jobs.count(state=JobState.PENDING) == 3
+    actions = [(e.action, e.detail["count"]) for e in reversed(seeded.admin.audit.list())]
     assert actions == [("dlq.retry", 2), ("dlq.purge", 2)]
-    assert all(e.actor.startswith("cli") for e in seeded.audit_log())
+    assert all(e.actor.startswith("cli") for e in seeded.admin.audit.list())
     assert "dlq.purge" in run(database_url, "audit").stdout
 
 
@@ -84,7 +84,7 @@ def test_prune_and_workers(seeded: Conveyor, database_url: str) -> None:
     assert dry.returncode == 0 and "2 jobs would be pruned" in dry.stdout
     done = run(database_url, "prune", "--keep", "1", "--batch", "1")
     assert done.returncode == 0 and "Pruned 2 jobs" in done.stdout
-    assert seeded.count_jobs(state=JobState.COMPLETED) == 1 and seeded.count_jobs(state=JobState.DEAD) == 4
+    assert seeded.admin.jobs.count(state=JobState.COMPLETED) == 1 and seeded.admin.jobs.count(state=JobState.DEAD) == 4
     assert "bad" not in run(database_url, "prune", "--older-than", "bad").stdout
     assert run(database_url, "prune", "--older-than", "bad").returncode == 2
     with running_worker(seeded) as worker:
@@ -97,12 +97,12 @@ def test_cron_list_pause_resume_trigger(seeded: Conveyor, database_url: str) -> 
     assert listing.returncode == 0, listing.stderr
     assert "nightly-digest" in listing.stdout and "0 3 * * *" in listing.stdout
     assert run(database_url, "cron", "pause", "nightly-digest").returncode == 0
-    assert next(s for s in seeded.cron_list() if s.name == "nightly-digest").paused
+    assert next(s for s in seeded.admin.schedules.list() if s.name == "nightly-digest").paused
     assert run(database_url, "cron", "resume", "nightly-digest").returncode == 0
-    assert not next(s for s in seeded.cron_list() if s.name == "nightly-digest").paused
-    before = seeded.count_jobs(type="send_email")
+    assert not next(s for s in seeded.admin.schedules.list() if s.name == "nightly-digest").paused
+    before = seeded.admin.jobs.count(type="send_email")
     assert run(database_url, "cron", "trigger", "nightly-digest", "--app", APP).returncode == 0
-    assert seeded.count_jobs(type="send_email") == before + 1
+    assert seeded.admin.jobs.count(type="send_email") == before + 1
     missing = run(database_url, "cron", "pause", "no-such-schedule")
     assert missing.returncode == 1 and "no-such-schedule" in missing.stderr
-    assert [e.action for e in reversed(seeded.audit_log())] == ["cron.pause", "cron.resume", "cron.trigger"]
+    assert [e.action for e in reversed(seeded.admin.audit.list())] == ["cron.pause", "cron.resume", "cron.trigger"]

@@ -47,7 +47,7 @@ def test_threads_claim_every_job_exactly_once(app: Conveyor, database_url: str) 
     counts = Counter(claimed)
     assert sorted(counts) == ids
     assert set(counts.values()) == {1}
-    assert app.count_jobs(state=JobState.RUNNING) == JOBS
+    assert app.admin.jobs.count(state=JobState.RUNNING) == JOBS
 
 
 def test_processes_claim_every_job_exactly_once(app: Conveyor, database_url: str) -> None:

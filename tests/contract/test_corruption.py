@@ -26,14 +26,14 @@ def test_corrupt_payload_goes_to_the_dlq_and_others_flow(app: Conveyor) -> None:
     broken = app.enqueue("task", {"n": 1})
     fine = [app.enqueue("task", {"n": i}) for i in range(5)]
     corrupt(app, broken, "{not json", '"a string, not an object"')
-    assert app.get_job(broken).corrupt  # readable, with the reason, never an exception
+    assert app.admin.jobs.get(broken).corrupt  # readable, with the reason, never an exception
     with running_worker(app):
-        wait_until(lambda: app.get_job(broken).state is JobState.DEAD)
-        wait_until(lambda: all(app.get_job(i).state is JobState.COMPLETED for i in fine))
-    job = app.get_job(broken)
+        wait_until(lambda: app.admin.jobs.get(broken).state is JobState.DEAD)
+        wait_until(lambda: all(app.admin.jobs.get(i).state is JobState.COMPLETED for i in fine))
+    job = app.admin.jobs.get(broken)
     assert job.attempt == 1
     assert "corrupt job row" in job.errors[-1].error and "payload" in job.errors[-1].error
-    assert app.dead_letters()[0].id == broken
+    assert app.admin.dead_letters.list()[0].id == broken
 
 
 def test_an_unknown_state_is_refused_by_the_database(app: Conveyor) -> None:
@@ -45,4 +45,4 @@ def test_an_unknown_state_is_refused_by_the_database(app: Conveyor) -> None:
     mark = "?" if app.backend.flavour == "sqlite" else "%s"  # type: ignore[attr-defined]
     with pytest.raises(Exception, match="(?i)check"), app.transaction() as tx:
         tx.execute(f"UPDATE conveyor_jobs SET state = 'exploded' WHERE id = {mark}", (job_id,))
-    assert app.get_job(job_id).state is JobState.PENDING
+    assert app.admin.jobs.get(job_id).state is JobState.PENDING

@@ -29,7 +29,7 @@ def test_sync_creates_rows_keeps_their_timetable_and_disables_undeclared_ones(ap
     app.cron("0 0 * * *", "daily_report", {"kind": "sales"}, tz="Europe/Berlin", priority=5)
     app.cron("*/5 * * * *", "ping", name="pinger")
     app.cron_sync()
-    rows = {s.name: s for s in app.cron_list()}
+    rows = {s.name: s for s in app.admin.schedules.list()}
     assert set(rows) == {"daily_report", "pinger"}
     report = rows["daily_report"]
     assert report.tz == "Europe/Berlin" and report.payload == {"kind": "sales"} and report.options == {"priority": 5}
@@ -38,7 +38,7 @@ def test_sync_creates_rows_keeps_their_timetable_and_disables_undeclared_ones(ap
 
     app.backend.schedule_set("pinger", paused=False, next_fire_at=report.next_fire_at - timedelta(days=1))
     app.cron_sync()  # unchanged declaration: the stored next fire stands (missed fires stay visible)
-    assert {s.name: s for s in app.cron_list()}["pinger"].next_fire_at == report.next_fire_at - timedelta(days=1)
+    assert {s.name: s for s in app.admin.schedules.list()}["pinger"].next_fire_at == report.next_fire_at - timedelta(days=1)
 
     later = Conveyor(app.settings.database_url)
     declare(later)
@@ -53,15 +53,15 @@ def test_sync_creates_rows_keeps_their_timetable_and_disables_undeclared_ones(ap
 def test_pause_resume_and_trigger(app: Conveyor) -> None:
     declare(app)
     app.cron("0 0 1 1 *", "daily_report", {"kind": "yearly"}, name="yearly", queue="urgent")
-    app.cron_pause("yearly")
-    assert app.schedule("yearly").paused
-    job_id = app.cron_trigger("yearly")
-    job = app.get_job(job_id)
+    app.admin.schedules.pause("yearly", actor="test")
+    assert app.admin.schedules.get("yearly").paused
+    job_id = app.admin.schedules.trigger("yearly", actor="test")
+    job = app.admin.jobs.get(job_id)
     assert (job.type, job.queue, job.payload) == ("daily_report", "urgent", {"kind": "yearly"})
-    app.cron_resume("yearly")
-    assert app.schedule("yearly").active
+    app.admin.schedules.resume("yearly", actor="test")
+    assert app.admin.schedules.get("yearly").active
     with pytest.raises(ScheduleNotFound):
-        app.cron_pause("nope")
+        app.admin.schedules.pause("nope", actor="test")
 
 
 def test_declarations_are_checked(app: Conveyor) -> None:
@@ -102,8 +102,8 @@ def test_a_due_fire_is_enqueued_once_however_many_workers_race(app: Conveyor) ->
     for t in threads:
         t.join()
     assert len(won) == 1 and len(won[0]) == 1
-    assert app.count_jobs(type="ping") == 1
-    row = app.schedule("ping")
+    assert app.admin.jobs.count(type="ping") == 1
+    row = app.admin.schedules.get("ping")
     assert row.next_fire_at == following and row.last_fire_at == due and row.last_job_id == won[0][0]
 
 
@@ -115,25 +115,25 @@ def test_fires_missed_while_no_worker_ran(app: Conveyor, missed: str, expected: 
     now = app.now()
     app.backend.schedule_set("ping", paused=False, next_fire_at=Cron("0 * * * *").next_after(now - timedelta(hours=5)))
     tick(app)
-    assert app.count_jobs(type="ping") == expected
-    assert app.schedule("ping").next_fire_at == Cron("0 * * * *").next_after(now)
+    assert app.admin.jobs.count(type="ping") == expected
+    assert app.admin.schedules.get("ping").next_fire_at == Cron("0 * * * *").next_after(now)
     tick(app)
-    assert app.count_jobs(type="ping") == expected  # nothing more until the next hour
+    assert app.admin.jobs.count(type="ping") == expected  # nothing more until the next hour
 
 
 def test_paused_and_disabled_schedules_do_not_fire(app: Conveyor) -> None:
     declare(app)
     app.cron("* * * * * *", "ping")
     app.cron_sync()
-    app.cron_pause("ping")
+    app.admin.schedules.pause("ping", actor="test")
     app.backend.schedule_set("ping", paused=True, next_fire_at=app.now() - timedelta(seconds=1))
     tick(app)
-    assert app.count_jobs(type="ping") == 0
+    assert app.admin.jobs.count(type="ping") == 0
     app.registry.schedules.clear()
     app.cron_sync()
     app.backend.schedule_set("ping", paused=False, next_fire_at=app.now() - timedelta(seconds=1))
     tick(app)
-    assert app.count_jobs(type="ping") == 0
+    assert app.admin.jobs.count(type="ping") == 0
 
 
 def test_late_fires_within_the_grace_all_run() -> None:
@@ -153,7 +153,7 @@ def test_fired_jobs_are_pending_jobs_like_any_other(app: Conveyor) -> None:
     app.cron_sync()
     app.backend.schedule_set("daily_report", paused=False, next_fire_at=app.now().replace(microsecond=0) - timedelta(seconds=1))
     tick(app)
-    jobs = app.list_jobs(type="daily_report")
+    jobs = app.admin.jobs.list(type="daily_report")
     assert 1 <= len(jobs) <= 2  # the fire a second ago, and this second's if it has passed
     for job in jobs:
         assert job.state is JobState.PENDING and job.queue == "reports" and job.payload == {"kind": "tick"}
@@ -176,5 +176,5 @@ def test_apps_sharing_a_database_keep_each_others_schedules(app: Conveyor) -> No
     assert rows["ping"].active and rows["cleanup"].active
     app.backend.schedule_set("cleanup", paused=False, next_fire_at=app.now() - timedelta(seconds=1))
     tick(app)  # not this app's job type: its own workers fire it
-    assert app.count_jobs(type="cleanup") == 0 and app.schedule("cleanup").next_fire_at < app.now()
+    assert app.admin.jobs.count(type="cleanup") == 0 and app.admin.schedules.get("cleanup").next_fire_at < app.now()
     other.close()

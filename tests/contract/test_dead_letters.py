@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conveyor import Conveyor, InvalidTransition, JobNotFound, JobState
+from conveyor import Conveyor, InvalidTransition, JobNotFound, JobState, Selection
 from conveyor.backends.base import ClaimParams, Lease, Outcome
 from tests.contract.jobs import declare
 
@@ -27,75 +27,75 @@ def test_dead_letters_list_and_inspect(app: Conveyor) -> None:
     first = kill(app, "plain", {"n": 1}, "ValueError: bad")
     second = kill(app, "send_email", {"to": "x"}, "SMTPError: 550")
     app.enqueue("plain", {"n": 3})
-    dead = app.dead_letters()
+    dead = app.admin.dead_letters.list()
     assert [j.id for j in dead] == [second, first]
-    job = app.get_job(first)
+    job = app.admin.jobs.get(first)
     assert job.payload == {"n": 1}
     assert job.last_error is not None and job.last_error.error == "ValueError: bad"
     assert job.last_error.traceback == "Traceback: ValueError: bad"
-    assert [j.id for j in app.dead_letters(type="send_email")] == [second]
+    assert [j.id for j in app.admin.dead_letters.list(type="send_email")] == [second]
 
 
 def test_retry_one_gives_fresh_attempts(app: Conveyor) -> None:
     job_id = kill(app, "plain", {})
-    app.retry(job_id)
-    job = app.get_job(job_id)
+    app.admin.jobs.retry(job_id, actor="test")
+    job = app.admin.jobs.get(job_id)
     assert job.state is JobState.PENDING and job.attempt == 0 and job.finished_at is None
     assert len(job.errors) == 1  # the history stays
     with pytest.raises(InvalidTransition):
-        app.retry(job_id)  # pending now: nothing to retry
+        app.admin.jobs.retry(job_id, actor="test")  # pending now: nothing to retry
 
 
 def test_retry_many_by_filter(app: Conveyor) -> None:
     plain = [kill(app, "plain", {"n": i}) for i in range(3)]
     email = kill(app, "send_email", {})
-    assert app.retry_jobs(type="plain") == 3
-    assert {app.get_job(i).state for i in plain} == {JobState.PENDING}
-    assert app.get_job(email).state is JobState.DEAD
-    assert app.retry_jobs() == 1
+    assert app.admin.dead_letters.retry(Selection.matching(type="plain"), actor="test") == 3
+    assert {app.admin.jobs.get(i).state for i in plain} == {JobState.PENDING}
+    assert app.admin.jobs.get(email).state is JobState.DEAD
+    assert app.admin.dead_letters.retry(Selection.every(), actor="test") == 1
 
 
 def test_purge_deletes_only_finished_matching_jobs(app: Conveyor) -> None:
     dead = [kill(app, "plain", {"n": i}) for i in range(3)]
     live = app.enqueue("plain", {})
-    assert app.purge(ids=[dead[0]]) == 1
+    assert app.admin.dead_letters.purge(Selection.of([dead[0]]), actor="test") == 1
     with pytest.raises(JobNotFound):
-        app.get_job(dead[0])
-    assert app.purge() == 2
-    assert app.purge(state="pending") == 0  # never deletes unfinished jobs
-    assert app.get_job(live).state is JobState.PENDING
+        app.admin.jobs.get(dead[0])
+    assert app.admin.dead_letters.purge(Selection.every(), actor="test") == 2
+    assert app.admin.jobs.purge(Selection.matching(state="pending"), actor="test") == 0  # never deletes unfinished jobs
+    assert app.admin.jobs.get(live).state is JobState.PENDING
 
 
 def test_cancel_a_job_that_has_not_started(app: Conveyor) -> None:
     pending = app.enqueue("plain", {})
     scheduled = app.enqueue("plain", {}, delay=3600)
-    app.cancel(pending)
-    app.cancel(scheduled)
-    assert app.get_job(pending).state is JobState.CANCELLED
-    assert app.get_job(scheduled).state is JobState.CANCELLED
+    app.admin.jobs.cancel(pending, actor="test")
+    app.admin.jobs.cancel(scheduled, actor="test")
+    assert app.admin.jobs.get(pending).state is JobState.CANCELLED
+    assert app.admin.jobs.get(scheduled).state is JobState.CANCELLED
     running = app.enqueue("plain", {})
     app.backend.jobs_claim(ClaimParams("w", ("default",), 10, 30))
     with pytest.raises(InvalidTransition, match="running"):
-        app.cancel(running)
+        app.admin.jobs.cancel(running, actor="test")
     with pytest.raises(JobNotFound):
-        app.cancel(999_999)
+        app.admin.jobs.cancel(999_999, actor="test")
 
 
 def test_query_by_state_queue_type_and_page(app: Conveyor) -> None:
     ids = [app.enqueue("plain", {"n": i}) for i in range(5)]
     email = app.enqueue("send_email", {})
-    assert app.count_jobs(state="pending") == 6
-    assert app.count_jobs(queue="email") == 1
-    assert [j.id for j in app.list_jobs(type="plain", limit=2)] == [ids[4], ids[3]]
-    assert [j.id for j in app.list_jobs(type="plain", limit=2, before_id=ids[3])] == [ids[2], ids[1]]
-    assert [j.id for j in app.list_jobs(queue=["email"], state=["pending", "running"])] == [email]
+    assert app.admin.jobs.count(state="pending") == 6
+    assert app.admin.jobs.count(queue="email") == 1
+    assert [j.id for j in app.admin.jobs.list(type="plain", limit=2)] == [ids[4], ids[3]]
+    assert [j.id for j in app.admin.jobs.list(type="plain", limit=2, before_id=ids[3])] == [ids[2], ids[1]]
+    assert [j.id for j in app.admin.jobs.list(queue=["email"], state=["pending", "running"])] == [email]
     with pytest.raises(ValueError):
-        app.list_jobs(state="exploded")
+        app.admin.jobs.list(state="exploded")
 
 
 def test_filter_values_never_reach_sql_as_text(app: Conveyor) -> None:
     app.enqueue("plain", {})
     hostile = "x' OR '1'='1"
-    assert app.list_jobs(type=hostile) == []
-    assert app.list_jobs(queue=[hostile, "default); DROP TABLE conveyor_jobs; --"]) == []
-    assert app.count_jobs() == 1
+    assert app.admin.jobs.list(type=hostile) == []
+    assert app.admin.jobs.list(queue=[hostile, "default); DROP TABLE conveyor_jobs; --"]) == []
+    assert app.admin.jobs.count() == 1

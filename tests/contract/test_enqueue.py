@@ -19,7 +19,7 @@ def _jobs(app: Conveyor) -> None:
 
 def test_enqueue_stores_a_pending_job_with_declared_defaults(app: Conveyor) -> None:
     job_id = app.enqueue("process_order", {"order_id": "o1", "email": "a@b.c"})
-    job = app.get_job(job_id)
+    job = app.admin.jobs.get(job_id)
     assert job.state is JobState.PENDING
     assert job.type == "process_order"
     assert job.queue == "orders"
@@ -36,7 +36,7 @@ def test_invalid_payload_is_refused_naming_every_field_and_nothing_is_stored(app
     fields = {e["field"] for e in caught.value.errors}
     assert fields == {"order_id", "email", "items.0.quantity"}
     assert "items.0.quantity" in str(caught.value)
-    assert app.count_jobs() == 0
+    assert app.admin.jobs.count() == 0
 
 
 def test_non_object_and_unserializable_payloads_are_refused(app: Conveyor) -> None:
@@ -44,7 +44,7 @@ def test_non_object_and_unserializable_payloads_are_refused(app: Conveyor) -> No
         app.enqueue("plain", [1, 2])
     with pytest.raises(PayloadError):
         app.enqueue("plain", {"when": object()})
-    assert app.count_jobs() == 0
+    assert app.admin.jobs.count() == 0
 
 
 def test_unknown_type_and_unknown_or_bad_options_are_refused(app: Conveyor) -> None:
@@ -58,37 +58,37 @@ def test_unknown_type_and_unknown_or_bad_options_are_refused(app: Conveyor) -> N
         app.enqueue("plain", {}, delay=-1)
     with pytest.raises(OptionError, match="run_at"):
         app.enqueue("plain", {}, run_at=datetime(2030, 1, 1))  # naive: ambiguous
-    assert app.count_jobs() == 0
+    assert app.admin.jobs.count() == 0
 
 
 def test_per_enqueue_options_override_the_declaration(app: Conveyor) -> None:
-    job = app.get_job(
+    job = app.admin.jobs.get(
         app.enqueue("process_order", {"order_id": "o", "email": "e"}, queue="urgent", priority=Priority.HIGH, max_attempts=9, timeout=12)
     )
     assert (job.queue, job.priority, job.max_attempts, job.timeout) == ("urgent", 10, 9, 12.0)
 
 
 def test_delay_and_run_at_schedule_the_job(app: Conveyor) -> None:
-    delayed = app.get_job(app.enqueue("plain", {}, delay=timedelta(hours=24)))
+    delayed = app.admin.jobs.get(app.enqueue("plain", {}, delay=timedelta(hours=24)))
     assert delayed.state is JobState.SCHEDULED
     assert timedelta(hours=23, minutes=59) < delayed.run_at - delayed.created_at < timedelta(hours=24, minutes=1)
     moment = datetime(2031, 5, 1, 12, 0, tzinfo=UTC)
-    at = app.get_job(app.enqueue("plain", {}, run_at=moment))
+    at = app.admin.jobs.get(app.enqueue("plain", {}, run_at=moment))
     assert at.state is JobState.SCHEDULED
     assert abs((at.run_at - moment).total_seconds()) < 0.01
-    past = app.get_job(app.enqueue("plain", {}, run_at=datetime(2020, 1, 1, tzinfo=UTC)))
+    past = app.admin.jobs.get(app.enqueue("plain", {}, run_at=datetime(2020, 1, 1, tzinfo=UTC)))
     assert past.state is JobState.PENDING
 
 
 def test_enqueue_many_is_one_transaction_returning_ids_in_order(app: Conveyor) -> None:
     ids = app.enqueue_many([("plain", {"n": i}) for i in range(500)] + [("send_email", {"to": "x"}, {"priority": 1})])
     assert len(ids) == 501 and ids == sorted(ids)
-    assert app.get_job(ids[0]).payload == {"n": 0}
-    assert app.get_job(ids[499]).payload == {"n": 499}
-    assert app.get_job(ids[500]).priority == 1
+    assert app.admin.jobs.get(ids[0]).payload == {"n": 0}
+    assert app.admin.jobs.get(ids[499]).payload == {"n": 499}
+    assert app.admin.jobs.get(ids[500]).priority == 1
     with pytest.raises(PayloadError):
         app.enqueue_many([("plain", {"n": 1}), ("process_order", {"bad": True})])
-    assert app.count_jobs() == 501
+    assert app.admin.jobs.count() == 501
 
 
 
@@ -103,7 +103,7 @@ def test_enqueue_many_stores_each_rows_own_options_and_shares_the_calls(app: Con
         ("plain", {"n": 4}, {"workflow_id": "wf-1", "parent_id": parent}),
         ("send_email", {"n": 5}, {"run_at": datetime(2020, 1, 1, tzinfo=UTC)}),
     ]
-    jobs = [app.get_job(i) for i in app.enqueue_many(items)]  # type: ignore[arg-type]
+    jobs = [app.admin.jobs.get(i) for i in app.enqueue_many(items)]  # type: ignore[arg-type]
     assert [j.payload["n"] for j in jobs] == [0, 1, 2, 3, 4, 5]
     assert [j.state for j in jobs] == [JobState.PENDING, JobState.SCHEDULED, JobState.SCHEDULED] + [JobState.PENDING] * 3
     assert [(j.queue, j.priority, j.max_attempts) for j in jobs] == [("default", 0, 2)] * 3 + [("other", 0, 2), ("default", 0, 2), ("email", 5, 5)]
@@ -114,7 +114,7 @@ def test_enqueue_many_stores_each_rows_own_options_and_shares_the_calls(app: Con
         (None, None, "wf-1", parent),
         (None, None, None, None),
     ]
-    shared = [app.get_job(i) for i in app.enqueue_many([("plain", {"n": 6}), ("send_email", {"n": 7})], timeout=3, queue="bulk")]
+    shared = [app.admin.jobs.get(i) for i in app.enqueue_many([("plain", {"n": 6}), ("send_email", {"n": 7})], timeout=3, queue="bulk")]
     assert [(j.queue, j.priority, j.timeout, j.state) for j in shared] == [("bulk", 0, 3.0, JobState.PENDING), ("bulk", 5, 3.0, JobState.PENDING)]
 
 
@@ -124,18 +124,18 @@ def test_enqueue_many_mixes_a_declared_whole_number_of_seconds_with_overrides(ap
         return None
 
     ids = app.enqueue_many([("timed", {"n": 1}), ("timed", {"n": 2}, {"timeout": 2.5, "unique_for": 0.5})])
-    assert [app.get_job(i).timeout for i in ids] == [30.0, 2.5]
+    assert [app.admin.jobs.get(i).timeout for i in ids] == [30.0, 2.5]
 
 def test_idempotency_key_returns_the_existing_job_and_stores_nothing(app: Conveyor) -> None:
     first = app.enqueue("plain", {"n": 1}, idempotency_key="order-1:confirm")
     again = app.enqueue("plain", {"n": 2}, idempotency_key="order-1:confirm")
     other = app.enqueue("plain", {"n": 3}, idempotency_key="order-2:confirm")
     assert again == first != other
-    assert app.count_jobs() == 2
-    assert app.get_job(first).payload == {"n": 1}
+    assert app.admin.jobs.count() == 2
+    assert app.admin.jobs.get(first).payload == {"n": 1}
     many = app.enqueue_many([("plain", {}, {"idempotency_key": "order-1:confirm"}), ("plain", {}), ("plain", {}, {"idempotency_key": "k3"})])
     assert many[0] == first and many[1] != many[2]
-    assert app.count_jobs() == 4
+    assert app.admin.jobs.count() == 4
 
 
 def test_unique_for_deduplicates_within_the_window_only(app: Conveyor) -> None:
@@ -148,7 +148,7 @@ def test_unique_for_deduplicates_within_the_window_only(app: Conveyor) -> None:
 
     later = wait_until(a_new_job, timeout=5)
     assert later != first
-    assert app.count_jobs() == 3
+    assert app.admin.jobs.count() == 3
 
 
 def _orders_table(app: Conveyor) -> str:
@@ -162,7 +162,7 @@ def test_enqueue_joins_the_callers_transaction_commit(app: Conveyor) -> None:
     with app.transaction() as tx:
         tx.execute(f"INSERT INTO shop_orders (id) VALUES ({mark})", ("o1",))
         job_id = app.enqueue("plain", {"order": "o1"}, connection=tx)
-    assert app.get_job(job_id).payload == {"order": "o1"}
+    assert app.admin.jobs.get(job_id).payload == {"order": "o1"}
     with app.transaction() as tx:
         assert tx.execute("SELECT count(*) FROM shop_orders").fetchone()[0] == 1
 
@@ -174,7 +174,7 @@ def test_enqueue_joins_the_callers_transaction_rollback(app: Conveyor) -> None:
         app.enqueue("plain", {"order": "o1"}, connection=tx)
         app.enqueue_many([("plain", {}), ("plain", {})], connection=tx)
         raise RuntimeError("payment declined")
-    assert app.count_jobs() == 0
+    assert app.admin.jobs.count() == 0
     with app.transaction() as tx:
         assert tx.execute("SELECT count(*) FROM shop_orders").fetchone()[0] == 0
 
@@ -186,5 +186,5 @@ def test_async_client_api(app: Conveyor) -> None:
         return one, many
 
     one, many = asyncio.run(scenario())
-    assert asyncio.run(app.aget_job(one)).priority == 3
-    assert app.count_jobs() == 3 and len(many) == 2
+    assert asyncio.run(app.admin.jobs.aget(one)).priority == 3
+    assert app.admin.jobs.count() == 3 and len(many) == 2

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from conveyor import Conveyor, JobState
+from conveyor import Conveyor, JobState, Selection
 from conveyor.backends.base import WorkerInfo
 from conveyor.backends.insights import NewAuditEntry, PruneParams, SnapshotParams
 from conveyor.stats import HealthStatus
@@ -24,7 +24,7 @@ def declare(app: Conveyor) -> None:
 def run_all(app: Conveyor, completed: int, dead: int) -> None:
     with running_worker(app):
         wait_until(
-            lambda: app.count_jobs(state=JobState.COMPLETED) == completed and app.count_jobs(state=JobState.DEAD) == dead,
+            lambda: app.admin.jobs.count(state=JobState.COMPLETED) == completed and app.admin.jobs.count(state=JobState.DEAD) == dead,
             message=f"{completed} completed and {dead} dead",
         )
 
@@ -48,7 +48,7 @@ def test_snapshot_counts_throughput_and_durations(app: Conveyor) -> None:
     assert [(p.queue, p.count) for p in snap.pending] == [("idle", 1)]
     assert len(snap.durations) == 6 and all(d.run >= 0 and d.wait >= 0 for d in snap.durations)
 
-    stats = app.stats()
+    stats = app.admin.stats()
     email = next(q for q in stats.queues if q.queue == "email")
     billing = next(q for q in stats.queues if q.queue == "billing")
     assert email.completed == {"1m": 6, "5m": 6, "15m": 6}
@@ -62,15 +62,15 @@ def test_health_degrades_on_dead_growth_old_pending_and_no_worker(database_url: 
     app = Conveyor(database_url, health_dead_growth=1, health_pending_age=3600.0, poll_interval=0.05)
     try:
         declare(app)
-        assert app.health().status is HealthStatus.OK
+        assert app.admin.health().status is HealthStatus.OK
         app.enqueue("ok", {}, queue="orphan")  # due, and nobody serves "orphan"
-        health = app.health()
+        health = app.admin.health()
         assert health.status is HealthStatus.DEGRADED
         assert [c.name for c in health.checks if not c.ok] == ["workers:orphan"]
-        app.cancel_jobs(queue="orphan")
+        app.admin.jobs.cancel(Selection.matching(queue="orphan"), actor="test")
         app.enqueue_many([("boom", {}), ("boom", {})])
         run_all(app, 0, 2)
-        failing = [c.name for c in app.health().checks if not c.ok]
+        failing = [c.name for c in app.admin.health().checks if not c.ok]
         assert "dead_letter_growth" in failing
     finally:
         app.close()
@@ -81,7 +81,7 @@ def test_pending_age_counts_due_scheduled_jobs(database_url: str) -> None:
     try:
         declare(app)
         app.enqueue("ok", {}, run_at=app.now() - timedelta(minutes=5))  # overdue, never staged by a worker
-        stats = app.stats()
+        stats = app.admin.stats()
         email = next(q for q in stats.queues if q.queue == "email")
         assert email.oldest_pending_age is not None and email.oldest_pending_age >= 299
         assert any(c.name == "pending_age:email" and not c.ok for c in stats.health.checks)
@@ -92,10 +92,10 @@ def test_pending_age_counts_due_scheduled_jobs(database_url: str) -> None:
 def test_audit_log_records_and_pages(app: Conveyor) -> None:
     ids = [app.insights.audit_record(NewAuditEntry("ops", "dlq.retry", f"job:{i}", {"count": i})) for i in range(5)]
     assert ids == sorted(ids)
-    entries = app.audit_log(limit=3)
+    entries = app.admin.audit.list(limit=3)
     assert [e.target for e in entries] == ["job:4", "job:3", "job:2"]
     assert entries[0].actor == "ops" and entries[0].detail == {"count": 4}
-    assert [e.target for e in app.audit_log(limit=10, before_id=entries[-1].id)] == ["job:1", "job:0"]
+    assert [e.target for e in app.admin.audit.list(limit=10, before_id=entries[-1].id)] == ["job:1", "job:0"]
 
 
 def test_prune_by_age_keeps_dead_and_unfinished(app: Conveyor) -> None:
@@ -105,20 +105,20 @@ def test_prune_by_age_keeps_dead_and_unfinished(app: Conveyor) -> None:
     run_all(app, 7, 1)
     app.enqueue("ok", {"later": 1}, delay=timedelta(hours=1))
     cancelled = app.enqueue("ok", {"x": 1}, delay=timedelta(hours=1))
-    app.cancel(cancelled)
-    finished = app.get_job(cancelled).finished_at
+    app.admin.jobs.cancel(cancelled, actor="test")
+    finished = app.admin.jobs.get(cancelled).finished_at
     assert finished is not None
     wait_until(lambda: app.now() > finished, message="the database clock to pass the cancel")
 
-    assert app.prunable(PruneParams(completed_older_than=3600.0)) == 0
-    assert app.prune(PruneParams(completed_older_than=3600.0, limit=2)) == 0
+    assert app.admin.prunable(PruneParams(completed_older_than=3600.0)) == 0
+    assert app.admin.prune(PruneParams(completed_older_than=3600.0, limit=2), actor="test") == 0
     policy = PruneParams(completed_older_than=0.0, cancelled_older_than=0.0, limit=3)
-    assert app.prunable(policy) == 8
+    assert app.admin.prunable(policy) == 8
     batches: list[int] = []
-    assert app.prune(policy, on_batch=batches.append) == 8
+    assert app.admin.prune(policy, on_batch=batches.append, actor="test") == 8
     assert batches == [3, 3, 2]
-    assert app.count_jobs(state=JobState.COMPLETED) == 0 and app.count_jobs(state=JobState.CANCELLED) == 0
-    assert app.count_jobs(state=JobState.DEAD) == 1 and app.count_jobs(state=JobState.SCHEDULED) == 1
+    assert app.admin.jobs.count(state=JobState.COMPLETED) == 0 and app.admin.jobs.count(state=JobState.CANCELLED) == 0
+    assert app.admin.jobs.count(state=JobState.DEAD) == 1 and app.admin.jobs.count(state=JobState.SCHEDULED) == 1
 
 
 def test_prune_keeps_newest_n_per_type(app: Conveyor) -> None:
@@ -131,25 +131,25 @@ def test_prune_keeps_newest_n_per_type(app: Conveyor) -> None:
     app.enqueue_many([("ok", {"i": i}) for i in range(9)] + [("other", {"i": i}) for i in range(2)])
     run_all(app, 11, 0)
     policy = PruneParams(keep_completed_per_type=3, limit=4)
-    assert app.prunable(policy) == 6
-    newest_ok = sorted(j.id for j in app.list_jobs(type="ok"))[-3:]
-    assert app.prune(policy) == 6
-    assert sorted(j.id for j in app.list_jobs(type="ok")) == newest_ok
-    assert app.count_jobs(type="other") == 2
-    assert app.prune(policy) == 0
+    assert app.admin.prunable(policy) == 6
+    newest_ok = sorted(j.id for j in app.admin.jobs.list(type="ok"))[-3:]
+    assert app.admin.prune(policy, actor="test") == 6
+    assert sorted(j.id for j in app.admin.jobs.list(type="ok")) == newest_ok
+    assert app.admin.jobs.count(type="other") == 2
+    assert app.admin.prune(policy, actor="test") == 0
 
 
 def test_forget_silent_workers_and_recent_workflows(app: Conveyor) -> None:
     declare(app)
     app.backend.workers_heartbeat(WorkerInfo("w-old", "host", 1, ("email",), 4))
-    assert app.forget_workers(older_than=3600.0) == 0
-    wait_until(lambda: app.now() > app.workers()[0].heartbeat_at, message="the clock to move")  # type: ignore[operator]
-    assert app.forget_workers(older_than=0.0) == 1 and app.workers() == []
+    assert app.admin.workers.forget(older_than=3600.0, actor="test") == 0
+    wait_until(lambda: app.now() > app.admin.workers.list()[0].heartbeat_at, message="the clock to move")  # type: ignore[operator]
+    assert app.admin.workers.forget(older_than=0.0, actor="test") == 1 and app.admin.workers.list() == []
 
     app.enqueue_many([("ok", {"i": 1}), ("ok", {"i": 2})], workflow_id="wf-a")
     app.enqueue("boom", {}, workflow_id="wf-b")
     run_all(app, 2, 1)
-    flows = {w.workflow_id: w for w in app.recent_workflows()}
+    flows = {w.workflow_id: w for w in app.admin.workflows.list()}
     assert list(flows) == ["wf-b", "wf-a"]
     assert flows["wf-a"].states == {"completed": 2} and flows["wf-a"].finished_at is not None
     assert flows["wf-b"].states == {"dead": 1}
@@ -161,8 +161,8 @@ def test_workers_prune_on_their_own_schedule(database_url: str) -> None:
         declare(app)
         app.enqueue_many([("ok", {"i": i}) for i in range(5)] + [("boom", {})])
         with running_worker(app):
-            wait_until(lambda: app.count_jobs(state=JobState.DEAD) == 1, message="the failing job to die")
-            wait_until(lambda: app.count_jobs() == 1, timeout=15, message="the pruner to remove completed jobs")
-        assert app.count_jobs(state=JobState.DEAD) == 1  # the DLQ is never pruned
+            wait_until(lambda: app.admin.jobs.count(state=JobState.DEAD) == 1, message="the failing job to die")
+            wait_until(lambda: app.admin.jobs.count() == 1, timeout=15, message="the pruner to remove completed jobs")
+        assert app.admin.jobs.count(state=JobState.DEAD) == 1  # the DLQ is never pruned
     finally:
         app.close()

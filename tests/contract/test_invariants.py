@@ -112,7 +112,7 @@ class QueueMachine(RuleBasedStateMachine):
     def store_matches_model(self) -> None:
         if not self.jobs:
             return
-        stored = {j.id: j for j in self.app.list_jobs(limit=10_000)}
+        stored = {j.id: j for j in self.app.admin.jobs.list(limit=10_000)}
         assert sorted(stored) == sorted(self.jobs), "a job was lost or invented"
         for job_id, model in self.jobs.items():
             assert stored[job_id].state is model.state, job_id

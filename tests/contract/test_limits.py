@@ -42,7 +42,7 @@ def test_a_rate_limit_leaves_jobs_over_it_pending_without_spending_attempts(app:
     first = app.backend.jobs_claim(params(100, RATE5))
     assert [j.id for j in first] == ids[:5]
     assert app.backend.jobs_claim(params(100, RATE5)) == []  # over the limit: nothing, not a claim-and-release
-    waiting = app.get_job(ids[5])
+    waiting = app.admin.jobs.get(ids[5])
     assert waiting.state is JobState.PENDING and waiting.attempt == 0
     started = time.monotonic()
     second = wait_until(lambda: app.backend.jobs_claim(params(100, RATE5)), timeout=5)
@@ -76,7 +76,7 @@ def test_a_concurrency_limit_counts_running_jobs_of_every_worker(app: Conveyor) 
     app.backend.jobs_finish([Outcome(Lease(a[0].id, a[0].lease_token), JobState.COMPLETED)])
     b = app.backend.jobs_claim(params(10, RUN2, worker="b"))
     assert [j.id for j in b] == [ids[2]]
-    assert app.count_jobs(state="running") == 2
+    assert app.admin.jobs.count(state="running") == 2
 
 
 def test_a_queue_concurrency_limit(app: Conveyor) -> None:
@@ -111,7 +111,7 @@ def test_concurrent_claimers_never_take_more_than_the_limit(app: Conveyor, kind:
     for t in threads:
         t.join()
     assert len(claimed) == len(set(claimed)) == 7
-    assert app.count_jobs(state="running") == 7
+    assert app.admin.jobs.count(state="running") == 7
 
 
 def test_aging_serves_a_long_waiting_low_priority_job_first(app: Conveyor) -> None:

@@ -8,13 +8,13 @@ import threading
 
 import psycopg
 
-from conveyor import Conveyor
+from conveyor import Conveyor, Selection
 from conveyor.backends import from_url
 from conveyor.backends.migrate import load
 
 
 def test_first_use_migrates_and_records_versions(app: Conveyor) -> None:
-    app.count_jobs()
+    app.admin.jobs.count()
     expected = [m.version for m in load(app.backend.flavour)]  # type: ignore[attr-defined]
     assert app.backend.migrations_applied() == expected  # type: ignore[attr-defined]
     assert app.backend.migrate() == []  # nothing left to apply
@@ -64,7 +64,7 @@ def test_claim_uses_the_partial_index_however_many_jobs_are_finished(app: Convey
         return None
 
     app.enqueue_many([("noop", {}) for _ in range(3000)])
-    app.cancel_jobs(type="noop")  # 3,000 finished rows the claim must not read
+    app.admin.jobs.cancel(Selection.matching(type="noop"), actor="test")  # 3,000 finished rows the claim must not read
     app.enqueue_many([("noop", {}) for _ in range(3000)])  # a backlog: the index must give the order
     if hasattr(app.backend, "analyze"):
         app.backend.analyze()

@@ -117,9 +117,9 @@ def test_fifty_orders_through_the_whole_pipeline(stack: Stack, database_url: str
             assert view["status"] == "declined" and view["jobs"] == []
         app = Conveyor(database_url)
         try:
-            assert app.count_jobs() == len(paid) * JOBS_PER_ORDER
-            assert app.count_jobs(state="dead") == 0
-            assert app.count_jobs(type="send_followup_email", state="scheduled") == len(paid)
+            assert app.admin.jobs.count() == len(paid) * JOBS_PER_ORDER
+            assert app.admin.jobs.count(state="dead") == 0
+            assert app.admin.jobs.count(type="send_followup_email", state="scheduled") == len(paid)
         finally:
             app.close()
     finally:

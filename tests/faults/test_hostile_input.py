@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from conveyor import Conveyor, JobState
+from conveyor import Conveyor, JobState, Selection
 from conveyor.errors import PayloadError, UnknownJobType, WebhookVerificationError
 from conveyor.payload import MAX_PAYLOAD_BYTES
 from conveyor.testing import running_worker, wait_until
@@ -69,7 +69,7 @@ def test_enqueue_refuses_an_oversized_payload_and_stores_nothing(app: Conveyor) 
     with pytest.raises(PayloadError) as refused:
         app.enqueue("big", {"blob": "x" * MAX_PAYLOAD_BYTES})
     assert refused.value.errors[0]["type"] == "too_large"
-    assert app.count_jobs() == 0
+    assert app.admin.jobs.count() == 0
 
 
 def assert_size_limits(url: str, path: str, headers: dict[str, str], limit: int) -> None:
@@ -109,15 +109,15 @@ def test_injection_strings_are_names_like_any_other(app: Conveyor) -> None:
         app.job(name=f"{text}-{n}", queue=f"{text}-q{n}")(lambda p: None)
     ids = [app.enqueue(f"{text}-{n}", {"note": text}) for n, text in enumerate(INJECTIONS)]
     with running_worker(app):
-        wait_until(lambda: app.count_jobs(state=JobState.COMPLETED) == len(ids), message="every hostile-named job to run")
+        wait_until(lambda: app.admin.jobs.count(state=JobState.COMPLETED) == len(ids), message="every hostile-named job to run")
     for n, text in enumerate(INJECTIONS):
-        [job] = app.list_jobs(type=f"{text}-{n}", queue=[f"{text}-q{n}"])
+        [job] = app.admin.jobs.list(type=f"{text}-{n}", queue=[f"{text}-q{n}"])
         assert job.payload == {"note": text}
-        assert app.list_jobs(type=text) == [] and app.count_jobs(queue=[text]) == 0
+        assert app.admin.jobs.list(type=text) == [] and app.admin.jobs.count(queue=[text]) == 0
         with pytest.raises(UnknownJobType):
             app.enqueue(text, {})
-        assert app.retry_jobs(type=[text], state=[JobState.DEAD]) == 0
-    assert app.count_jobs() == len(ids)
+        assert app.admin.dead_letters.retry(Selection.matching(type=[text], state=[JobState.DEAD]), actor="test") == 0
+    assert app.admin.jobs.count() == len(ids)
 
 
 def test_injection_strings_through_the_cli(database_url: str, app: Conveyor) -> None:
@@ -133,7 +133,7 @@ def test_injection_strings_through_the_cli(database_url: str, app: Conveyor) -> 
             assert done.returncode == 0, done.stderr
             if "--json" in argv:
                 assert json.loads(done.stdout) == []
-    assert app.count_jobs() == 1
+    assert app.admin.jobs.count() == 1
 
 
 def test_injection_strings_through_the_admin_api(admin: tuple[Conveyor, str]) -> None:
@@ -155,7 +155,7 @@ def test_injection_strings_through_the_admin_api(admin: tuple[Conveyor, str]) ->
                 assert answer.status_code in (200, 422) and (answer.status_code == 422 or answer.json()["count"] == 0), answer.text
             assert client.get(f"/api/workflows/{text}").status_code in (404, 422)
         assert client.get("/api/jobs").json()["jobs"][0]["type"] == "plain"
-    assert app.count_jobs() == 1
+    assert app.admin.jobs.count() == 1
 
 
 def test_injection_strings_through_the_shop_api(shop_url: str) -> None:
@@ -182,7 +182,7 @@ def test_a_nul_byte_in_a_name_or_payload_is_refused_alike_on_both_backends(app: 
         app.enqueue("fine", {}, queue="q\x00")
     with pytest.raises(PayloadError, match="NUL"):
         app.enqueue("fine", {"note": "a\x00b"})
-    assert app.count_jobs() == 0
+    assert app.admin.jobs.count() == 0
 
 
 # -- webhooks: what tests/unit/test_webhooks.py does not cover yet --------------------------

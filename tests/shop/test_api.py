@@ -40,7 +40,7 @@ def test_invalid_body_lists_every_bad_field(client: httpx.Client, shop: Shop) ->
     fields = {e["field"] for e in answer.json()["errors"]}
     assert fields == {"user_id", "email", "items.0.quantity", "items.1.product_id", "items.1.quantity", "payment_token", "surprise"}
     assert client.post("/orders", json=order(items=[])).status_code == 422
-    assert shop.app.count_jobs() == 0
+    assert shop.app.admin.jobs.count() == 0
 
 
 def test_unknown_product_and_short_stock_are_conflicts(client: httpx.Client, shop: Shop) -> None:
@@ -52,7 +52,7 @@ def test_unknown_product_and_short_stock_are_conflicts(client: httpx.Client, sho
     assert client.post("/orders", json=order(items=[{"product_id": "prod-3", "quantity": 20}])).status_code == 201
     again = client.post("/orders", json=order(items=[{"product_id": "prod-3", "quantity": 6}]))
     assert again.status_code == 409 and again.json()["items"][0]["available"] == 5  # reserved by the paid order
-    assert shop.app.count_jobs() == 4
+    assert shop.app.admin.jobs.count() == 4
 
 
 def test_declined_card_is_402_and_leaves_no_jobs(client: httpx.Client, shop: Shop) -> None:
@@ -61,7 +61,7 @@ def test_declined_card_is_402_and_leaves_no_jobs(client: httpx.Client, shop: Sho
     view = client.get(f"/orders/{answer.json()['order_id']}").json()
     assert view["status"] == "declined" and view["jobs"] == [] and view["workflow_id"] is None
     assert client.post("/orders", json=order(payment_token="tok_stolen")).status_code == 402
-    assert shop.app.count_jobs() == 0
+    assert shop.app.admin.jobs.count() == 0
 
 
 def test_gateway_outage_is_503_and_stores_nothing(make_shop: Callable[..., Shop], serve: Callable[[Shop], httpx.Client]) -> None:
@@ -69,7 +69,7 @@ def test_gateway_outage_is_503_and_stores_nothing(make_shop: Callable[..., Shop]
     client = serve(shop)
     answer = client.post("/orders", json=ORDER)
     assert answer.status_code == 503
-    assert client.get("/orders").json() == [] and shop.app.count_jobs() == 0
+    assert client.get("/orders").json() == [] and shop.app.admin.jobs.count() == 0
 
 
 def test_order_and_its_jobs_commit_together(client: httpx.Client, shop: Shop) -> None:
@@ -88,8 +88,8 @@ def test_order_and_its_jobs_commit_together(client: httpx.Client, shop: Shop) ->
         "sync_inventory": "waiting",
         "send_followup_email": "scheduled",
     }
-    confirmation = shop.app.get_job(jobs["send_order_confirmation"]["id"])
-    followup = shop.app.get_job(jobs["send_followup_email"]["id"])
+    confirmation = shop.app.admin.jobs.get(jobs["send_order_confirmation"]["id"])
+    followup = shop.app.admin.jobs.get(jobs["send_followup_email"]["id"])
     assert confirmation.priority == Priority.HIGH and confirmation.queue == "email"
     assert abs((followup.run_at - followup.created_at) - timedelta(hours=24)) < timedelta(seconds=5)
     assert client.get("/orders/ord_missing").status_code == 404
@@ -130,7 +130,7 @@ def test_admin_dashboard_is_mounted_behind_its_token(
 
 def test_report_and_cleanup_are_scheduled(shop: Shop) -> None:
     shop.app.cron_sync()
-    schedules = {s.name: s for s in shop.app.cron_list()}
+    schedules = {s.name: s for s in shop.app.admin.schedules.list()}
     assert {n: (schedules[n].expression, schedules[n].job_type) for n in schedules} == {
         "daily-sales-report": ("0 0 * * *", "daily_sales_report"),
         "cleanup-finished-jobs": ("0 3 * * *", "cleanup_finished_jobs"),

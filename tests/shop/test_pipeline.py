@@ -76,8 +76,8 @@ def test_inventory_is_taken_once_however_often_the_job_runs(shop: Shop, client: 
     order_id = place(client)
     extra = [shop.app.enqueue("sync_inventory", {"order_id": order_id}) for _ in range(3)]
     with running_worker(shop.app, concurrency=4):
-        wait_until(lambda: fulfilled(client, order_id) and all(shop.app.get_job(j).state == "completed" for j in extra), timeout=20)
-    runs = shop.app.list_jobs(type="sync_inventory")
+        wait_until(lambda: fulfilled(client, order_id) and all(shop.app.admin.jobs.get(j).state == "completed" for j in extra), timeout=20)
+    runs = shop.app.admin.jobs.list(type="sync_inventory")
     assert sorted(j.result["applied"] for j in runs) == [False, False, False, True]
     assert stock(client) == {"prod-1": 48, "prod-2": 100, "prod-3": 24}
 
@@ -120,9 +120,9 @@ def test_webhook_that_keeps_failing_ends_in_the_dead_letter_queue(
     try:
         place(client)
         with caplog.at_level(logging.ERROR, logger="shop.jobs"), running_worker(shop.app):
-            wait_until(lambda: shop.app.count_jobs(type="deliver_webhook", state="dead") == 1, timeout=20)
+            wait_until(lambda: shop.app.admin.jobs.count(type="deliver_webhook", state="dead") == 1, timeout=20)
             wait_until(lambda: "ALERT" in caplog.text, timeout=5)
-        dead = shop.app.dead_letters()[0]
+        dead = shop.app.admin.dead_letters.list()[0]
         assert dead.attempt == 3 and receiver.calls == 3
         assert [e.error for e in dead.errors] == ["WebhookDeliveryError: webhook delivery to " + receiver.url + " failed: HTTP 500"] * 3
         assert "deliver_webhook is dead after 3 attempts" in caplog.text
@@ -149,8 +149,8 @@ def test_daily_sales_report_writes_csv_and_html(shop: Shop, client: httpx.Client
     today = datetime.now(UTC).date().isoformat()
     job = shop.app.enqueue("daily_sales_report", {"day": today})
     with running_worker(shop.app):
-        wait_until(lambda: shop.app.get_job(job).state == "completed", timeout=20)
-    result = shop.app.get_job(job).result
+        wait_until(lambda: shop.app.admin.jobs.get(job).state == "completed", timeout=20)
+    result = shop.app.admin.jobs.get(job).result
     assert result["orders"] == 2 and result["revenue_cents"] == TOTAL + 3 * 3499
     with open(result["csv"], newline="") as f:
         rows = list(csv.reader(f))
@@ -164,8 +164,8 @@ def test_daily_sales_report_writes_csv_and_html(shop: Shop, client: httpx.Client
 def test_cleanup_purges_finished_jobs_and_keeps_scheduled_ones(shop: Shop, client: httpx.Client) -> None:
     order_id = place(client)
     with running_worker(shop.app):
-        wait_until(lambda: fulfilled(client, order_id) and shop.app.count_jobs(state="completed") == 3, timeout=20)
+        wait_until(lambda: fulfilled(client, order_id) and shop.app.admin.jobs.count(state="completed") == 3, timeout=20)
         job = shop.app.enqueue("cleanup_finished_jobs", {"older_than_seconds": 0.001})
-        wait_until(lambda: shop.app.get_job(job).state == "completed", timeout=20)
-    assert shop.app.get_job(job).result == {"purged": 3}
-    assert [j.type for j in shop.app.list_jobs() if j.id != job] == ["send_followup_email"]
+        wait_until(lambda: shop.app.admin.jobs.get(job).state == "completed", timeout=20)
+    assert shop.app.admin.jobs.get(job).result == {"purged": 3}
+    assert [j.type for j in shop.app.admin.jobs.list() if j.id != job] == ["send_followup_email"]

@@ -32,7 +32,7 @@ def fail_some(server: Server, ok: int = 3, bad: int = 2) -> list[int]:
     app.enqueue_many([("send_email", {"to": f"u{i}@example.com"}) for i in range(ok)])
     dead = app.enqueue_many([("charge", {"order": f"o{i}", "fail": True}) for i in range(bad)])
     with running_worker(app):
-        wait_until(lambda: app.count_jobs(state=[JobState.COMPLETED, JobState.DEAD]) == ok + bad, message="all jobs to finish")
+        wait_until(lambda: app.admin.jobs.count(state=[JobState.COMPLETED, JobState.DEAD]) == ok + bad, message="all jobs to finish")
     return dead
 
 
@@ -44,8 +44,8 @@ def test_every_admin_route_needs_a_token_and_changes_nothing(server: Server, met
             response = client.request(method, path.replace("/1", f"/{dead[0]}"), json={"all": True})
         assert response.status_code == 401
         assert response.headers["www-authenticate"].startswith("Bearer")
-    assert server.app.get_job(dead[0]).state is JobState.DEAD
-    assert server.app.audit_log() == []
+    assert server.app.admin.jobs.get(dead[0]).state is JobState.DEAD
+    assert server.app.admin.audit.list() == []
 
 
 def test_read_only_token_reads_but_cannot_steer(server: Server) -> None:
@@ -54,7 +54,7 @@ def test_read_only_token_reads_but_cannot_steer(server: Server) -> None:
         assert client.get("/api/stats").status_code == 200
         refused = client.post(f"/api/jobs/{dead[0]}/retry")
     assert refused.status_code == 403 and "read-only" in refused.json()["detail"]
-    assert server.app.get_job(dead[0]).state is JobState.DEAD
+    assert server.app.admin.jobs.get(dead[0]).state is JobState.DEAD
 
 
 def test_list_filter_page_and_detail(server: Server) -> None:
@@ -100,9 +100,9 @@ def test_retry_cancel_purge_and_the_audit_log(server: Server) -> None:
         assert client.delete(f"/api/jobs/{waiting}").json()["count"] == 1
         assert client.post("/api/dlq/purge", json={"ids": [dead[1]]}).json()["count"] == 1
         assert client.post("/api/dlq/retry", json={"filter": {"queue": ["billing"]}}).json()["count"] == 1
-    assert app.get_job(dead[0]).state in (JobState.PENDING, JobState.RUNNING, JobState.DEAD)
-    assert app.count_jobs(ids=[dead[1], waiting]) == 0
-    log = app.audit_log()
+    assert app.admin.jobs.get(dead[0]).state in (JobState.PENDING, JobState.RUNNING, JobState.DEAD)
+    assert app.admin.jobs.count(ids=[dead[1], waiting]) == 0
+    log = app.admin.audit.list()
     assert [(e.actor, e.action) for e in reversed(log)] == [
         ("admin", "job.retry"),
         ("admin", "job.cancel"),
@@ -117,7 +117,7 @@ def test_workers_workflows_metrics_and_health(server: Server) -> None:
     app = server.app
     app.enqueue_many([("send_email", {"n": 1}), ("send_email", {"n": 2})], workflow_id="wf-1")
     with running_worker(app) as worker, server.client() as client:
-        wait_until(lambda: app.count_jobs(state=JobState.COMPLETED) == 2)
+        wait_until(lambda: app.admin.jobs.count(state=JobState.COMPLETED) == 2)
         workers = client.get("/api/workers").json()
         assert [w["worker"]["id"] for w in workers] == [worker.id] and workers[0]["live"] is True
         metrics = client.get("/metrics")
@@ -162,8 +162,8 @@ def test_dashboard_login_cookie_and_csrf(server: Server) -> None:
         csrf = page.text.split('name="csrf" value="')[1].split('"')[0]
         done = browser.post(f"/jobs/{dead[0]}/retry", data={"csrf": csrf, "next": "https://evil.example/"})
         assert done.status_code == 303 and done.headers["location"] == "/"  # never redirected off-site
-    assert server.app.get_job(dead[0]).state is not JobState.DEAD
-    assert [(e.actor, e.action, e.detail.get("via")) for e in server.app.audit_log()] == [("admin", "job.retry", "dashboard")]
+    assert server.app.admin.jobs.get(dead[0]).state is not JobState.DEAD
+    assert [(e.actor, e.action, e.detail.get("via")) for e in server.app.admin.audit.list()] == [("admin", "job.retry", "dashboard")]
 
 
 def test_mounts_under_a_prefix_in_another_app(server: Server) -> None:

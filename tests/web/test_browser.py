@@ -60,7 +60,7 @@ def test_counters_go_live_and_a_dead_job_is_retried(browser: Browser, server: Se
     app.enqueue_many([("send_email", {"to": f"u{i}@example.com"}) for i in range(4)], workflow_id="wf-demo")
     dead = app.enqueue_many([("charge", {"order": f"o-{i}", "fail": True}) for i in range(2)])
     with running_worker(app):
-        wait_until(lambda: app.count_jobs(state=[JobState.COMPLETED, JobState.DEAD]) == 6)
+        wait_until(lambda: app.admin.jobs.count(state=[JobState.COMPLETED, JobState.DEAD]) == 6)
 
     page = login(browser, server)
     completed = page.locator('[data-counter="completed"]')
@@ -87,12 +87,12 @@ def test_counters_go_live_and_a_dead_job_is_retried(browser: Browser, server: Se
     page.goto(f"{server.url}/dlq")
     expect(page.locator("#dlq-list tbody tr")).to_have_count(1)
     expect(page.locator(f"#dlq-list a:text-is('#{dead[0]}')")).to_have_count(0)
-    assert app.get_job(dead[0]).state is JobState.PENDING
+    assert app.admin.jobs.get(dead[0]).state is JobState.PENDING
 
     app.cron("*/5 * * * *", "send_email", {"to": "digest@example.com"}, name="digest")
     app.cron("0 3 * * *", "charge", {"order": "nightly"}, name="nightly-charge")
     app.cron_sync()
-    app.cron_pause("nightly-charge")
+    app.admin.schedules.pause("nightly-charge", actor="test")
     for name, path in (("jobs", "/jobs"), ("workers", "/workers"), ("workflows", "/workflows"), ("workflow", "/workflows/wf-demo"),
                        ("cron", "/cron"), ("audit", "/audit")):
         page.goto(f"{server.url}{path}")
@@ -103,7 +103,7 @@ def test_counters_go_live_and_a_dead_job_is_retried(browser: Browser, server: Se
     expect(page.locator("#cron-list")).to_contain_text("digest")
     page.click("#cron-list tr:has-text('nightly-charge') button:text-is('Resume')")
     expect(page.locator(".flash")).to_contain_text("resume done")
-    assert not next(s for s in app.cron_list() if s.name == "nightly-charge").paused
+    assert not next(s for s in app.admin.schedules.list() if s.name == "nightly-charge").paused
     page.goto(f"{server.url}/login")
     shot(page, backend, "login")
 
@@ -112,7 +112,7 @@ def test_bulk_retry_from_the_dead_letter_queue(browser: Browser, server: Server)
     app = server.app
     dead = app.enqueue_many([("charge", {"order": f"b-{i}", "fail": True}) for i in range(3)])
     with running_worker(app):
-        wait_until(lambda: app.count_jobs(state=JobState.DEAD) == 3)
+        wait_until(lambda: app.admin.jobs.count(state=JobState.DEAD) == 3)
     page = login(browser, server)
     page.goto(f"{server.url}/dlq")
     page.check(f"#sel-{dead[0]}")
@@ -123,4 +123,4 @@ def test_bulk_retry_from_the_dead_letter_queue(browser: Browser, server: Server)
     page.click("button:text-is('Retry selected')")
     expect(page.locator(".flash")).to_contain_text("2 jobs retried")
     expect(page.locator("#dlq-list tbody tr")).to_have_count(1)
-    assert app.get_job(dead[1]).state is JobState.DEAD
+    assert app.admin.jobs.get(dead[1]).state is JobState.DEAD

@@ -147,15 +147,15 @@ def test_a_batch_handler_gets_lists_and_only_failed_items_retry(app: Conveyor) -
     with pytest.raises(Exception, match="to"):
         app.enqueue("send", {"nope": 1})  # each payload is still validated at enqueue
     with running_worker(app, concurrency=2):
-        wait_until(lambda: app.get_job(ids[1]).state is JobState.DEAD)
-        wait_until(lambda: all(app.get_job(i).state is JobState.COMPLETED for i in ids if i != ids[1]))
+        wait_until(lambda: app.admin.jobs.get(ids[1]).state is JobState.DEAD)
+        wait_until(lambda: all(app.admin.jobs.get(i).state is JobState.COMPLETED for i in ids if i != ids[1]))
     assert calls[0] == ["a@x", "bad@x", "b@x", "c@x", "d@x"]  # one call for five due jobs
     assert sum(len(c) for c in calls) == 7  # six items, and the bounced one once more
-    good = app.get_job(ids[0])
+    good = app.admin.jobs.get(ids[0])
     assert (good.attempt, good.result) == (1, "sent to a@x")
-    dead = app.get_job(ids[1])
+    dead = app.admin.jobs.get(ids[1])
     assert dead.attempt == 2 and [e.error for e in dead.errors] == ["ItemFailed: bounced"] * 2
-    children = app.list_jobs(type="log_delivery")
+    children = app.admin.jobs.list(type="log_delivery")
     assert sorted(j.payload["to"] for j in children) == ["a@x", "b@x", "c@x", "d@x", "e@x"]  # none for the bounced one
     assert {j.parent_id for j in children} == set(ids) - {ids[1]}
 
@@ -167,8 +167,8 @@ def test_a_batch_handler_that_raises_fails_every_item(app: Conveyor) -> None:
 
     ids = app.enqueue_many([("flaky", {"n": i}) for i in range(3)])
     with running_worker(app, concurrency=1):
-        wait_until(lambda: all(app.get_job(i).state is JobState.DEAD for i in ids))
-    assert {app.get_job(i).errors[0].error for i in ids} == {"ConnectionError: provider down"}
+        wait_until(lambda: all(app.admin.jobs.get(i).state is JobState.DEAD for i in ids))
+    assert {app.admin.jobs.get(i).errors[0].error for i in ids} == {"ConnectionError: provider down"}
 
 
 def test_retry_after_reschedules_without_spending_an_attempt(app: Conveyor) -> None:
@@ -183,8 +183,8 @@ def test_retry_after_reschedules_without_spending_an_attempt(app: Conveyor) -> N
 
     job_id = app.enqueue("call_api", {})
     with running_worker(app):
-        wait_until(lambda: app.get_job(job_id).state is JobState.COMPLETED)
-    job = app.get_job(job_id)
+        wait_until(lambda: app.admin.jobs.get(job_id).state is JobState.COMPLETED)
+    job = app.admin.jobs.get(job_id)
     assert (job.attempt, job.result) == (1, "ok")  # max_attempts=1, yet it ran twice
     assert seen[1] - seen[0] >= 0.35
 
@@ -204,7 +204,7 @@ def test_aging_lets_a_low_priority_job_through_a_flood_of_urgent_ones(app: Conve
 
     def flood() -> None:
         while flooding.is_set():
-            if app.count_jobs(state="pending", type="work") < 40:
+            if app.admin.jobs.count(state="pending", type="work") < 40:
                 app.enqueue_many([("work", {"urgent": True}, {"priority": 20}) for _ in range(20)])
             time.sleep(0.02)
 
@@ -214,16 +214,16 @@ def test_aging_lets_a_low_priority_job_through_a_flood_of_urgent_ones(app: Conve
     try:
         with running_worker(app, concurrency=2):
             low = app.enqueue("work", {"urgent": False}, priority=-10)
-            enqueued = app.get_job(low).run_at
+            enqueued = app.admin.jobs.get(low).run_at
             if aging is None:
                 time.sleep(3.0)  # strict priority: it waits for as long as urgent work keeps coming
-                assert app.get_job(low).state is JobState.PENDING
+                assert app.admin.jobs.get(low).state is JobState.PENDING
             else:
-                wait_until(lambda: app.get_job(low).state is JobState.COMPLETED, timeout=10)
-                waited = (app.get_job(low).attempted_at - enqueued).total_seconds()  # type: ignore[operator]
+                wait_until(lambda: app.admin.jobs.get(low).state is JobState.COMPLETED, timeout=10)
+                waited = (app.admin.jobs.get(low).attempted_at - enqueued).total_seconds()  # type: ignore[operator]
                 print(f"aging {aging} s under a flood: the low-priority job started after {waited:.2f} s")
                 assert aging <= waited < aging + 2.4  # the bound, plus slack for a loaded 2-core test machine
-                assert app.count_jobs(state="pending", type="work") > 0  # the flood was still on
+                assert app.admin.jobs.count(state="pending", type="work") > 0  # the flood was still on
     finally:
         flooding.clear()
         feeder.join()
@@ -236,15 +236,15 @@ def test_delayed_jobs_run_on_time_and_survive_restarts(app: Conveyor) -> None:
 
     soon = app.enqueue("later", {}, delay=0.8)
     tomorrow = app.enqueue("later", {}, delay=timedelta(hours=24))
-    run_at = app.get_job(tomorrow).run_at
+    run_at = app.admin.jobs.get(tomorrow).run_at
     with running_worker(app, poll_interval=0.1):
-        wait_until(lambda: app.get_job(soon).state is JobState.COMPLETED)
-    job = app.get_job(soon)
+        wait_until(lambda: app.admin.jobs.get(soon).state is JobState.COMPLETED)
+    job = app.admin.jobs.get(soon)
     late = (job.attempted_at - job.run_at).total_seconds()  # type: ignore[operator]
     assert 0 <= late < 0.1 + 0.4  # within the poll interval (and scheduling on a loaded machine)
     with running_worker(app, poll_interval=0.1):
         time.sleep(0.3)
-    kept = app.get_job(tomorrow)
+    kept = app.admin.jobs.get(tomorrow)
     assert kept.state is JobState.SCHEDULED and kept.run_at == run_at and kept.attempt == 0
 
 
@@ -255,8 +255,8 @@ def test_a_worker_fires_its_apps_schedules(app: Conveyor) -> None:
 
     app.cron("* * * * * *", "beat")
     with running_worker(app):
-        wait_until(lambda: app.count_jobs(type="beat", state="completed") >= 2, timeout=5)
-        listed = app.cron_list()
+        wait_until(lambda: app.admin.jobs.count(type="beat", state="completed") >= 2, timeout=5)
+        listed = app.admin.schedules.list()
     assert [s.name for s in listed] == ["beat"] and listed[0].last_job_id is not None
     assert listed[0].next_fire_at > listed[0].last_fire_at  # type: ignore[operator]
 
@@ -277,10 +277,10 @@ def test_a_worker_does_not_spin_when_only_limited_jobs_are_due(app: Conveyor) ->
 
     app.backend.jobs_claim_rows = counted  # type: ignore[method-assign]
     with running_worker(app, poll_interval=0.25, concurrency=4):
-        wait_until(lambda: app.count_jobs(type="scarce", state="completed") == 2)
+        wait_until(lambda: app.admin.jobs.count(type="scarce", state="completed") == 2)
         before = claims
         time.sleep(1.0)
         during = claims - before
     assert during <= 6  # one claim per poll interval, not a hot loop
-    waiting = [app.get_job(i) for i in ids[2:]]
+    waiting = [app.admin.jobs.get(i) for i in ids[2:]]
     assert all(j.state is JobState.PENDING and j.attempt == 0 and not j.errors for j in waiting)

@@ -21,8 +21,8 @@ def first_failure(app: Conveyor, receiver: ReceiverServer, backoff: float) -> Jo
 
     job_id = app.enqueue("notify", {"order": 1})
     with running_worker(app):
-        wait_until(lambda: app.get_job(job_id).state is JobState.SCHEDULED)
-    return app.get_job(job_id)
+        wait_until(lambda: app.admin.jobs.get(job_id).state is JobState.SCHEDULED)
+    return app.admin.jobs.get(job_id)
 
 
 @pytest.mark.parametrize(("header", "expected"), [("120", 120.0), ("9999999", MAX_ASKED_WAIT)])

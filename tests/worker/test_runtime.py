@@ -19,7 +19,7 @@ class V2(BaseModel):
 
 
 def state_of(app: Conveyor, job_id: int, *states: JobState) -> bool:
-    return app.get_job(job_id).state in states
+    return app.admin.jobs.get(job_id).state in states
 
 
 def test_sync_and_async_handlers_run_and_store_results(app: Conveyor) -> None:
@@ -39,8 +39,8 @@ def test_sync_and_async_handlers_run_and_store_results(app: Conveyor) -> None:
     b = app.enqueue("async_job", {"n": 41})
     with running_worker(app):
         wait_until(lambda: state_of(app, a, JobState.COMPLETED) and state_of(app, b, JobState.COMPLETED))
-    assert app.get_job(a).result == {"doubled": 42}
-    assert app.get_job(b).result == 42
+    assert app.admin.jobs.get(a).result == {"doubled": 42}
+    assert app.admin.jobs.get(b).result == 42
     assert threads and threads[0].startswith("conveyor-job")
 
 
@@ -52,7 +52,7 @@ def test_failures_retry_with_backoff_then_dead_letter_with_every_error(app: Conv
     job_id = app.enqueue("always_fails", {"n": 7})
     with running_worker(app):
         wait_until(lambda: state_of(app, job_id, JobState.DEAD))
-    job = app.get_job(job_id)
+    job = app.admin.jobs.get(job_id)
     assert job.attempt == 3
     assert [e.error for e in job.errors] == ["ValueError: bad input 7"] * 3
     assert [e.attempt for e in job.errors] == [1, 2, 3]
@@ -87,7 +87,7 @@ def test_events_completed_failed_dead(app: Conveyor) -> None:
         wait_until(lambda: ("dead", bad, 3) in seen and ("completed", ok, 2) in seen)
     assert ("failed", ok, 1) in seen
     assert [s for s in seen if s[1] == bad] == [("failed", bad, 1), ("failed", bad, 2), ("failed", bad, 3), ("dead", bad, 3)]
-    assert app.get_job(ok).state is JobState.COMPLETED
+    assert app.admin.jobs.get(ok).state is JobState.COMPLETED
 
 
 def test_unknown_type_and_payload_that_no_longer_validates_go_to_the_dlq(app: Conveyor, database_url: str) -> None:
@@ -115,9 +115,9 @@ def test_unknown_type_and_payload_that_no_longer_validates_go_to_the_dlq(app: Co
     producer.close()
     with running_worker(app):
         wait_until(lambda: state_of(app, fine, JobState.COMPLETED) and state_of(app, invalid, JobState.DEAD) and state_of(app, unknown, JobState.DEAD))
-    assert "unknown job type 'renamed_away'" in app.get_job(unknown).errors[-1].error
-    assert "order_id" in app.get_job(invalid).errors[-1].error
-    assert app.get_job(invalid).attempt == 1  # not retried: it cannot succeed
+    assert "unknown job type 'renamed_away'" in app.admin.jobs.get(unknown).errors[-1].error
+    assert "order_id" in app.admin.jobs.get(invalid).errors[-1].error
+    assert app.admin.jobs.get(invalid).attempt == 1  # not retried: it cannot succeed
 
 
 def test_async_timeout_cancels_and_retries(app: Conveyor) -> None:
@@ -136,7 +136,7 @@ def test_async_timeout_cancels_and_retries(app: Conveyor) -> None:
     job_id = app.enqueue("slow", {})
     with running_worker(app):
         wait_until(lambda: state_of(app, job_id, JobState.COMPLETED))
-    job = app.get_job(job_id)
+    job = app.admin.jobs.get(job_id)
     assert cancelled.is_set()
     assert job.errors[0].error == "JobTimeout: timed out after 0.2 s"
     assert job.result == "second time lucky" and job.attempt == 2
@@ -159,7 +159,7 @@ def test_sync_timeout_is_recorded_and_the_late_result_is_ignored(app: Conveyor) 
         wait_until(lambda: state_of(app, job_id, JobState.COMPLETED))
         wait_until(finished_late.is_set)
         time.sleep(0.2)  # give a wrong write-back of the late result every chance to happen
-    job = app.get_job(job_id)
+    job = app.admin.jobs.get(job_id)
     assert job.result == "on time" and job.attempt == 2
     assert job.errors[0].error == "JobTimeout: timed out after 0.2 s"
 
@@ -177,10 +177,10 @@ def test_snooze_and_cancel_outcomes(app: Conveyor) -> None:
     again = app.enqueue("rate_limited", {"second": True})
     with running_worker(app):
         wait_until(lambda: state_of(app, again, JobState.CANCELLED))
-        wait_until(lambda: app.get_job(job_id).state is JobState.SCHEDULED or app.get_job(job_id).attempt == 0, timeout=5)
-    snoozed = app.get_job(job_id)
+        wait_until(lambda: app.admin.jobs.get(job_id).state is JobState.SCHEDULED or app.admin.jobs.get(job_id).attempt == 0, timeout=5)
+    snoozed = app.admin.jobs.get(job_id)
     assert snoozed.attempt == 0 and snoozed.state in (JobState.SCHEDULED, JobState.PENDING)  # no attempt spent
-    assert app.get_job(again).errors[-1].error == "cancelled: order was refunded"
+    assert app.admin.jobs.get(again).errors[-1].error == "cancelled: order was refunded"
 
 
 def test_ctx_enqueue_commits_children_only_with_completion(app: Conveyor) -> None:
@@ -198,8 +198,8 @@ def test_ctx_enqueue_commits_children_only_with_completion(app: Conveyor) -> Non
     bad = app.enqueue("parent", {"fail": True}, workflow_id="wf-bad")
     good = app.enqueue("parent", {"fail": False}, workflow_id="wf-good")
     with running_worker(app):
-        wait_until(lambda: state_of(app, bad, JobState.DEAD) and app.count_jobs(type="child", state="completed") == 2)
-    children = app.list_jobs(type="child")
+        wait_until(lambda: state_of(app, bad, JobState.DEAD) and app.admin.jobs.count(type="child", state="completed") == 2)
+    children = app.admin.jobs.list(type="child")
     assert len(children) == 2
     assert {c.parent_id for c in children} == {good}
     assert {c.workflow_id for c in children} == {"wf-good"}
@@ -235,8 +235,8 @@ def test_ctx_once_skips_finished_steps_on_retry(app: Conveyor, tmp_path: Path) -
     with running_worker(app):
         wait_until(lambda: state_of(app, a, JobState.COMPLETED) and state_of(app, b, JobState.COMPLETED))
     assert charges.read_text().splitlines() == ["o1", "o2"] or sorted(charges.read_text().splitlines()) == ["o1", "o2"]
-    assert app.get_job(a).result == "ch_o1" and app.get_job(a).attempt == 2
-    assert app.get_job(b).result == "ch_o2"
+    assert app.admin.jobs.get(a).result == "ch_o1" and app.admin.jobs.get(a).attempt == 2
+    assert app.admin.jobs.get(b).result == "ch_o2"
 
 
 def test_progress_is_stored(app: Conveyor) -> None:
@@ -249,7 +249,7 @@ def test_progress_is_stored(app: Conveyor) -> None:
 
     job_id = app.enqueue("import_rows", {})
     with running_worker(app, lease_seconds=0.6):
-        wait_until(lambda: app.get_job(job_id).progress == {"done": 50, "of": 100})
+        wait_until(lambda: app.admin.jobs.get(job_id).progress == {"done": 50, "of": 100})
         release.set()
         wait_until(lambda: state_of(app, job_id, JobState.COMPLETED))
 
@@ -271,7 +271,7 @@ def test_hostile_exception_str_does_not_crash_the_worker(app: Conveyor) -> None:
     good = app.enqueue("fine", {})
     with running_worker(app):
         wait_until(lambda: state_of(app, bad, JobState.DEAD) and state_of(app, good, JobState.COMPLETED))
-    assert app.get_job(bad).errors[-1].error.startswith("Nasty")
+    assert app.admin.jobs.get(bad).errors[-1].error.startswith("Nasty")
 
 
 def test_concurrency_runs_jobs_at_once_with_batched_claims(app: Conveyor) -> None:
@@ -282,7 +282,7 @@ def test_concurrency_runs_jobs_at_once_with_batched_claims(app: Conveyor) -> Non
     app.enqueue_many([("nap", {}) for _ in range(40)])
     started = time.monotonic()
     with running_worker(app, concurrency=40):
-        wait_until(lambda: app.count_jobs(state="completed") == 40, timeout=20)
+        wait_until(lambda: app.admin.jobs.count(state="completed") == 40, timeout=20)
     assert time.monotonic() - started < 6  # one after another would take 12 s
 
 
@@ -295,7 +295,7 @@ def test_worker_liveness_is_recorded_and_removed(app: Conveyor) -> None:
         (info,) = wait_until(app.workers)
         assert info.id == worker.id and info.queues == ("mail",) and info.concurrency == 7
         assert info.heartbeat_at is not None and info.pid > 0
-    assert app.workers() == []
+    assert app.admin.workers.list() == []
 
 
 def test_an_enqueue_wakes_an_idle_worker_before_its_poll(app: Conveyor, database_url: str) -> None:
@@ -333,9 +333,9 @@ def test_released_job_is_picked_up_again(app: Conveyor, n: int) -> None:
     job_id = app.enqueue("stubborn", {})
     with running_worker(app, shutdown_grace=0.2):
         wait_until(lambda: state_of(app, job_id, JobState.RUNNING))
-    released = app.get_job(job_id)
+    released = app.admin.jobs.get(job_id)
     gate.set()
     assert released.state is JobState.PENDING and released.attempt == 0
     with running_worker(app):
         wait_until(lambda: state_of(app, job_id, JobState.COMPLETED))
-    assert app.get_job(job_id).attempt == 1
+    assert app.admin.jobs.get(job_id).attempt == 1

@@ -69,11 +69,11 @@ def test_chained_steps_run_in_order_in_one_workflow(app: Conveyor) -> None:
     order_pipeline(app, journal)
     root = app.enqueue("process_order", {"order_id": "o1"})
     with running_worker(app):
-        wait_until(lambda: app.count_jobs(state="completed") == 4)
+        wait_until(lambda: app.admin.jobs.count(state="completed") == 4)
     assert journal.index("process_order") < journal.index("send_order_confirmation")
     assert journal.index("send_order_confirmation") < journal.index("generate_invoice")
     assert journal.index("send_order_confirmation") < journal.index("sync_inventory")
-    status = app.workflow(str(root))  # a root job outside any workflow names one after itself
+    status = app.admin.workflows.status(str(root))  # a root job outside any workflow names one after itself
     assert status.state == "completed" and len(status.jobs) == 4
     (tree,) = status.tree()
     assert tree.job.type == "process_order"
@@ -87,11 +87,11 @@ def test_a_step_that_fails_for_good_stops_the_chain(app: Conveyor) -> None:
     order_pipeline(app, journal, email_fails=True)
     app.enqueue("process_order", {"order_id": "o1"}, workflow_id="order-o1")
     with running_worker(app):
-        wait_until(lambda: app.count_jobs(type="send_order_confirmation", state="dead") == 1)
+        wait_until(lambda: app.admin.jobs.count(type="send_order_confirmation", state="dead") == 1)
         time.sleep(0.3)  # nothing may follow
     assert journal.entries == ["process_order", "send_order_confirmation", "send_order_confirmation"]
-    assert app.count_jobs(type=["generate_invoice", "sync_inventory"]) == 0
-    assert app.workflow("order-o1").state == "failed"
+    assert app.admin.jobs.count(type=["generate_invoice", "sync_inventory"]) == 0
+    assert app.admin.workflows.status("order-o1").state == "failed"
 
 
 def test_conditional_chaining_tolerates_the_email_failure(app: Conveyor) -> None:
@@ -99,7 +99,7 @@ def test_conditional_chaining_tolerates_the_email_failure(app: Conveyor) -> None
     order_pipeline(app, journal, email_fails=True, tolerate_email_failure=True)
     app.enqueue("process_order", {"order_id": "o1"}, workflow_id="order-o1")
     with running_worker(app):
-        wait_until(lambda: app.workflow("order-o1").state == "completed")
+        wait_until(lambda: app.admin.workflows.status("order-o1").state == "completed")
     assert {"generate_invoice", "sync_inventory"} <= set(journal.entries)
 
 
@@ -126,12 +126,12 @@ def test_declared_chain_group_and_fan_in_callback(app: Conveyor) -> None:
     flow = chain(first, group(step("work", {"n": 2}), step("work", {"n": 3}), step("work", {"n": 4})), callback)
     handle = app.enqueue_workflow(flow, workflow_id="wf-1")
     assert len(handle.job_ids) == 5
-    assert app.get_job(handle.job_id(callback)).state is JobState.WAITING
-    assert app.get_job(handle.job_id(first)).state is JobState.PENDING
+    assert app.admin.jobs.get(handle.job_id(callback)).state is JobState.WAITING
+    assert app.admin.jobs.get(handle.job_id(first)).state is JobState.PENDING
     with running_worker(app, concurrency=4):
-        wait_until(lambda: app.workflow("wf-1").state == "completed")
+        wait_until(lambda: app.admin.workflows.status("wf-1").state == "completed")
     assert journal.entries[0] == "work-1" and journal.entries[-1] == "summarize"
-    assert app.get_job(handle.job_id(callback)).result == 20 + 30 + 40  # the group's results, not the chain head's
+    assert app.admin.jobs.get(handle.job_id(callback)).result == 20 + 30 + 40  # the group's results, not the chain head's
 
 
 def test_depends_on_waits_then_becomes_pending(app: Conveyor) -> None:
@@ -139,12 +139,12 @@ def test_depends_on_waits_then_becomes_pending(app: Conveyor) -> None:
     fan_in_jobs(app, journal)
     parent = app.enqueue("work", {"n": 1}, delay=0.5)
     child = app.enqueue("summarize", {}, depends_on=[parent])
-    assert app.get_job(child).state is JobState.WAITING
+    assert app.admin.jobs.get(child).state is JobState.WAITING
     with running_worker(app):
-        wait_until(lambda: app.get_job(child).state is JobState.COMPLETED)
+        wait_until(lambda: app.admin.jobs.get(child).state is JobState.COMPLETED)
     assert journal.entries == ["work-1", "summarize"]
     done_parent_child = app.enqueue("summarize", {}, depends_on=[parent])
-    assert app.get_job(done_parent_child).state is JobState.PENDING  # parent already completed
+    assert app.admin.jobs.get(done_parent_child).state is JobState.PENDING  # parent already completed
 
 
 def test_a_dead_parent_cancels_dependents_unless_the_edge_continues(app: Conveyor) -> None:
@@ -155,11 +155,11 @@ def test_a_dead_parent_cancels_dependents_unless_the_edge_continues(app: Conveyo
     grandchild = app.enqueue("summarize", {}, depends_on=[cancelled])
     continues = app.enqueue("summarize", {}, depends_on=[After(bad, on_failure="continue")])
     with running_worker(app):
-        wait_until(lambda: app.get_job(continues).state is JobState.COMPLETED)
-        wait_until(lambda: app.get_job(grandchild).state is JobState.CANCELLED)
-    reason = app.get_job(cancelled).errors[-1].error
+        wait_until(lambda: app.admin.jobs.get(continues).state is JobState.COMPLETED)
+        wait_until(lambda: app.admin.jobs.get(grandchild).state is JobState.CANCELLED)
+    reason = app.admin.jobs.get(cancelled).errors[-1].error
     assert f"job {bad} it depends on did not complete" in reason
-    assert app.get_job(cancelled).state is JobState.CANCELLED
+    assert app.admin.jobs.get(cancelled).state is JobState.CANCELLED
     assert journal.entries.count("summarize") == 1
 
 
@@ -178,7 +178,7 @@ def test_unknown_dependencies_and_cycles_are_refused_and_nothing_is_stored(app: 
     good = step("work", {"n": 3})
     with pytest.raises(WorkflowError):
         app.enqueue_workflow(chain(good, step("summarize", {}, after=[123_456_789])))
-    assert app.count_jobs() == 0
+    assert app.admin.jobs.count() == 0
 
 
 def test_cancel_and_retry_a_workflow(app: Conveyor) -> None:
@@ -196,14 +196,14 @@ def test_cancel_and_retry_a_workflow(app: Conveyor) -> None:
     tail = step("summarize", {})
     handle = app.enqueue_workflow(chain(head, tail), workflow_id="wf-retry")
     with running_worker(app):
-        wait_until(lambda: app.workflow("wf-retry").state == "failed")
-        assert app.get_job(handle.job_id(tail)).state is JobState.CANCELLED
-        assert app.retry_workflow("wf-retry") == 1
-        wait_until(lambda: app.workflow("wf-retry").state == "completed")
+        wait_until(lambda: app.admin.workflows.status("wf-retry").state == "failed")
+        assert app.admin.jobs.get(handle.job_id(tail)).state is JobState.CANCELLED
+        assert app.admin.workflows.retry("wf-retry", actor="test") == 1
+        wait_until(lambda: app.admin.workflows.status("wf-retry").state == "completed")
     other = app.enqueue_workflow(chain(step("work", {"n": 1}, delay=3600), step("summarize", {})), workflow_id="wf-cancel")
-    assert app.cancel_workflow("wf-cancel") == 2
-    assert app.workflow("wf-cancel").state == "cancelled"
-    assert {app.get_job(i).state for i in other.job_ids} == {JobState.CANCELLED}
+    assert app.admin.workflows.cancel("wf-cancel", actor="test") == 2
+    assert app.admin.workflows.status("wf-cancel").state == "cancelled"
+    assert {app.admin.jobs.get(i).state for i in other.job_ids} == {JobState.CANCELLED}
 
 
 def test_fan_out_from_a_handler_with_a_fan_in_callback(app: Conveyor) -> None:
@@ -225,10 +225,10 @@ def test_fan_out_from_a_handler_with_a_fan_in_callback(app: Conveyor) -> None:
 
     root = app.enqueue("fan_out", {"n": 300})
     with running_worker(app, concurrency=50):
-        wait_until(lambda: app.count_jobs(type="total", state="completed") == 1, timeout=60)
-    (callback,) = app.list_jobs(type="total")
+        wait_until(lambda: app.admin.jobs.count(type="total", state="completed") == 1, timeout=60)
+    (callback,) = app.admin.jobs.list(type="total")
     assert callback.result == sum(range(300)) and done.entries == ["total"]
-    assert app.workflow(str(root)).state == "completed"
+    assert app.admin.workflows.status(str(root)).state == "completed"
 
 
 def test_parents_finishing_concurrently_in_two_workers_still_wake_the_child(app: Conveyor) -> None:
@@ -243,4 +243,4 @@ def test_parents_finishing_concurrently_in_two_workers_still_wake_the_child(app:
     parents = app.enqueue_many([("part", {"n": i}) for i in range(200)])
     child = app.enqueue("joined", {}, depends_on=parents)
     with running_worker(app, concurrency=20), running_worker(app, concurrency=20):
-        wait_until(lambda: app.get_job(child).state is JobState.COMPLETED, timeout=30)
+        wait_until(lambda: app.admin.jobs.get(child).state is JobState.COMPLETED, timeout=30)
