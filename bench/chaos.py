@@ -120,7 +120,7 @@ def run(backend: str, jobs: int, workers: int, kills: int, interval: float, conc
             killed_at[proc.pid] = time.time()
             procs[victim] = start_worker(env, concurrency)
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and client.count_jobs(state=JobState.COMPLETED) < jobs:
+        while time.monotonic() < deadline and client.admin.jobs.count(state=JobState.COMPLETED) < jobs:
             time.sleep(0.2)
         elapsed = time.monotonic() - started
     finally:
@@ -131,8 +131,8 @@ def run(backend: str, jobs: int, workers: int, kills: int, interval: float, conc
                 proc.wait(timeout=40)
             except subprocess.TimeoutExpired:
                 proc.kill()
-    completed = client.count_jobs(state=JobState.COMPLETED)
-    dead = client.count_jobs(state=JobState.DEAD)
+    completed = client.admin.jobs.count(state=JobState.COMPLETED)
+    dead = client.admin.jobs.count(state=JobState.DEAD)
     runs = query(url, "SELECT job_id, pid, started, ended FROM chaos_runs")
     per_job: dict[int, int] = {}
     for job_id, *_ in runs:

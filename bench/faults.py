@@ -241,7 +241,7 @@ def scenario_outage(backend: str, quick: bool, mode: str, logs: Path) -> dict[st
         started = time.monotonic()
         outage: tuple[float, float] | None = None
         if backend == "postgres":
-            wait_for(lambda: client.count_jobs(state=JobState.COMPLETED) >= jobs // 5, 120, 0.05)
+            wait_for(lambda: client.admin.jobs.count(state=JobState.COMPLETED) >= jobs // 5, 120, 0.05)
             began = time.time()
             if proxy is not None:
                 proxy.outage(outage_seconds)
@@ -250,13 +250,13 @@ def scenario_outage(backend: str, quick: bool, mode: str, logs: Path) -> dict[st
             outage = (began, time.time())
         else:
             time.sleep(1.0)
-        done = wait_for(lambda: client.count_jobs(state=JobState.COMPLETED) >= jobs, 600 if not quick else 120)
+        done = wait_for(lambda: client.admin.jobs.count(state=JobState.COMPLETED) >= jobs, 600 if not quick else 120)
         time.sleep(1.0 if quick else 2.0)  # orders keep coming a little after the drain
         traffic.stop()
         elapsed = time.monotonic() - started
         codes = procs.stop()
-        completed = client.count_jobs(state=JobState.COMPLETED)
-        dead = client.count_jobs(state=JobState.DEAD, queue="faults")
+        completed = client.admin.jobs.count(state=JobState.COMPLETED)
+        dead = client.admin.jobs.count(state=JobState.DEAD, queue="faults")
         runs, deaths = run_evidence(url)
         statuses = Counter(status for _, status, _ in traffic.answers)
         unavailable = [body for _, status, body in traffic.answers if status == 503]
@@ -328,17 +328,17 @@ def scenario_hostile(backend: str, quick: bool, logs: Path) -> dict[str, Any]:
         started = time.monotonic()
 
         def settled() -> bool:
-            return (client.count_jobs(state=JobState.COMPLETED, type="record") >= normal
-                    and all(client.get_job(i).state is JobState.DEAD for i in hostile_ids.values()))
+            return (client.admin.jobs.count(state=JobState.COMPLETED, type="record") >= normal
+                    and all(client.admin.jobs.get(i).state is JobState.DEAD for i in hostile_ids.values()))
 
         done = wait_for(settled, 180)
         elapsed = time.monotonic() - started
         procs.stop()
         runs, deaths = run_evidence(url)
-        completed = client.count_jobs(state=JobState.COMPLETED, type="record")
+        completed = client.admin.jobs.count(state=JobState.COMPLETED, type="record")
         reasons = {}
         for name, job_id in hostile_ids.items():
-            job = client.get_job(job_id)
+            job = client.admin.jobs.get(job_id)
             reasons[name] = {"state": job.state.value, "attempts": job.attempt, "reason": job.errors[-1].error if job.errors else None}
         # its own failure, or "worker lost" when a neighbour's os._exit took its process down mid-run
         readable = all(r["state"] == "dead" and r["reason"] and (EXPECTED_REASON[n] in r["reason"] or "worker lost" in r["reason"])
@@ -383,13 +383,13 @@ def scenario_corrupt(backend: str, quick: bool, logs: Path) -> dict[str, Any]:
                     tx.execute("UPDATE conveyor_jobs SET payload = '\"a string, not an object\"'::jsonb WHERE id = %s", (job_id,))
         client.enqueue_many([("record", {"n": i}) for i in range(normal)], queue="faults")
         started = time.monotonic()
-        done = wait_for(lambda: client.count_jobs(state=JobState.COMPLETED) >= normal and client.count_jobs(state=JobState.DEAD) >= broken, 120)
+        done = wait_for(lambda: client.admin.jobs.count(state=JobState.COMPLETED) >= normal and client.admin.jobs.count(state=JobState.DEAD) >= broken, 120)
         elapsed = time.monotonic() - started
         codes = procs.stop()
         runs, deaths = run_evidence(url)
-        dead = [client.get_job(i) for i in broken_ids]
+        dead = [client.admin.jobs.get(i) for i in broken_ids]
         moved_aside = sum(1 for j in dead if j.state is JobState.DEAD and j.errors and "corrupt job row" in j.errors[-1].error)
-        completed = client.count_jobs(state=JobState.COMPLETED)
+        completed = client.admin.jobs.count(state=JobState.COMPLETED)
         result = {
             "jobs": normal + broken,
             "completed": completed,
@@ -423,16 +423,16 @@ def scenario_skew(backend: str, quick: bool, logs: Path) -> dict[str, Any]:
         for name, skew in (("fast", "30"), ("slow", "-30")):
             procs.workers(f"skew-{name}", base_env(url, FAULTS_CLOCK_SKEW=skew, FAULTS_CRON="1", CONVEYOR_LEASE_SECONDS="3"), 1)
         started = time.monotonic()
-        done = wait_for(lambda: client.count_jobs(state=JobState.COMPLETED, type="record") >= normal, 120)
+        done = wait_for(lambda: client.admin.jobs.count(state=JobState.COMPLETED, type="record") >= normal, 120)
         time.sleep(watch)  # the schedule keeps firing
         elapsed = time.monotonic() - started
         procs.stop()
         runs, deaths = run_evidence(url)
-        ticks = client.list_jobs(type="tick", limit=100_000)
+        ticks = client.admin.jobs.list(type="tick", limit=100_000)
         tick_ids = {j.id for j in ticks}
         keys = Counter(j.unique_key for j in ticks)
         believed = query(url, "SELECT pid, avg(clock - started) FROM faults_runs GROUP BY pid")
-        completed = client.count_jobs(state=JobState.COMPLETED, type="record")
+        completed = client.admin.jobs.count(state=JobState.COMPLETED, type="record")
         result = {
             "jobs": normal + len(ticks),
             "completed": completed,

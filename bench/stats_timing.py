@@ -106,9 +106,9 @@ def main(argv: list[str] | None = None) -> int:
         app = Conveyor(scratch.url)
         try:
             reads: dict[str, Callable[[], Any]] = {
-                "stats (snapshot + shaping)": app.stats,
+                "stats (snapshot + shaping)": app.admin.stats,
                 "stats, completed totals recounted": lambda: (recount(app), app.admin.stats()),
-                "health": app.health,
+                "health": app.admin.health,
                 "list 50 jobs (newest)": lambda: app.admin.jobs.list(limit=50),
                 "list 50 dead jobs": lambda: app.admin.jobs.list(limit=50, state=JobState.DEAD),
                 "list 50 jobs of one type and queue": lambda: app.admin.jobs.list(limit=50, type="type_3", queue="queue_3"),

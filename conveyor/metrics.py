@@ -1,4 +1,4 @@
-"""Prometheus metrics: a collector that reads ``Conveyor.stats()`` at scrape time.
+"""Prometheus metrics: a collector that reads ``app.admin.stats()`` at scrape time.
 
 Nothing is counted in-process, so every web or worker process exposes the same numbers
 (the database's), and a scrape costs one stats snapshot.

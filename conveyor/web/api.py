@@ -163,6 +163,11 @@ def list_workers(_: Reader, app: App) -> list[WorkerOut]:
     ]
 
 
+@router.post("/workers/forget", response_model=ActionResult, responses=MUTATION_ERRORS, summary="Drop rows of workers silent this long")
+def forget_workers(who: Writer, app: App, older_than: Annotated[float, Query(ge=0, le=10 * 365 * 86400)] = 3600.0) -> ActionResult:
+    return ActionResult(action="forget", count=app.admin.via("api").workers.forget(older_than, actor=who.name))
+
+
 @router.get("/workflows", response_model=list[WorkflowSummary], summary="The newest workflows, jobs counted by state")
 def list_workflows(_: Reader, app: App, limit: Annotated[Limit, Query()] = 50) -> list[WorkflowSummary]:
     return app.admin.workflows.list(limit)
@@ -175,6 +180,17 @@ def get_workflow(_: Reader, app: App, workflow_id: Annotated[Name, Path()]) -> J
     except ConveyorError as exc:
         raise HTTPException(404, str(exc)) from exc
     return JobPage(jobs=sorted(status.jobs, key=lambda j: j.id), next_before_id=None)
+
+
+@router.post(
+    "/workflows/{workflow_id}/{action}",
+    response_model=ActionResult,
+    responses=MUTATION_ERRORS,
+    summary="Cancel a workflow's unstarted jobs, or retry a failed workflow from its dead jobs",
+)
+def workflow_action(who: Writer, app: App, workflow_id: Annotated[Name, Path()], action: Annotated[str, Path(pattern="^(cancel|retry)$")]) -> ActionResult:
+    workflows = app.admin.via("api").workflows
+    return ActionResult(action=action, count={"cancel": workflows.cancel, "retry": workflows.retry}[action](workflow_id, actor=who.name))
 
 
 @router.get("/audit", response_model=list[AuditEntry], summary="Every mutating action: who, what, when")

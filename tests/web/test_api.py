@@ -6,7 +6,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from conveyor import JobState
+from conveyor import JobState, WorkerInfo
 from conveyor.testing import running_worker, wait_until
 from conveyor.web import create_app
 from tests.web.conftest import READ, WRITE, Server, serve
@@ -176,3 +176,44 @@ def test_mounts_under_a_prefix_in_another_app(server: Server) -> None:
         page = browser.get("/ops/conveyor/jobs")
         assert page.status_code == 200 and 'href="/ops/conveyor/static/conveyor.css"' in page.text
         assert "Retry selected" not in page.text  # read-only: no steering controls
+
+
+def test_an_empty_selection_selects_nothing_and_all_is_explicit(server: Server) -> None:
+    app = server.app
+    dead = fail_some(server, ok=2, bad=2)
+    waiting = app.enqueue_many([("send_email", {"n": i}) for i in range(3)], delay=3600)
+    with server.client() as client:
+        for path in ("/api/jobs/cancel", "/api/jobs/retry", "/api/jobs/purge", "/api/dlq/retry", "/api/dlq/purge"):
+            for body in ({"ids": []}, {"filter": {}}):
+                answer = client.post(path, json=body)
+                assert answer.status_code == 200 and answer.json()["count"] == 0, (path, body, answer.text)
+        assert app.admin.jobs.count() == 7 and app.admin.dead_letters.count() == 2
+        assert app.admin.jobs.count(state="scheduled") == 3
+        log = app.admin.audit.list()
+        assert len(log) == 10 and {e.detail["count"] for e in log} == {0}
+        assert {e.target for e in log} == {"ids:(none)", "filter:(none)"}
+        assert client.post("/api/jobs/cancel", json={"all": True}).json()["count"] == 3
+        assert client.post("/api/dlq/retry", json={"filter": {"queue": ["billing"]}}).json()["count"] == 2
+    entries = app.admin.audit.list(limit=2)
+    assert [(e.action, e.target, e.detail["count"], e.detail["via"]) for e in entries] == [
+        ("dlq.retry", 'filter:{"queue": ["billing"]}', 2, "api"),
+        ("jobs.cancel", "all", 3, "api"),
+    ]
+    assert {app.admin.jobs.get(i).state for i in waiting} == {JobState.CANCELLED}
+    assert {app.admin.jobs.get(i).state for i in dead} <= {JobState.PENDING, JobState.RUNNING, JobState.DEAD}
+
+
+def test_workers_forget_and_workflow_cancel_retry(server: Server) -> None:
+    app = server.app
+    app.enqueue_many([("charge", {"order": "w", "fail": True})], workflow_id="wf-fail")
+    late = app.enqueue("send_email", {"n": 1}, workflow_id="wf-late", delay=3600)
+    with running_worker(app):
+        wait_until(lambda: app.admin.dead_letters.count() == 1)
+    app.backend.workers_heartbeat(WorkerInfo("w-gone", "host", 1, ("default",), 4))  # a worker that died without saying so
+    with server.client() as client:
+        assert client.post("/api/workflows/wf-late/cancel").json() == {"action": "cancel", "count": 1}
+        assert client.post("/api/workflows/wf-fail/retry").json() == {"action": "retry", "count": 1}
+        assert client.post("/api/workers/forget", params={"older_than": 0}).json() == {"action": "forget", "count": 1}
+        assert client.post("/api/workflows/wf-late/explode").status_code == 422
+    assert app.admin.jobs.get(late).state is JobState.CANCELLED and app.admin.workers.list() == []
+    assert [e.action for e in reversed(app.admin.audit.list())] == ["workflow.cancel", "workflow.retry", "workers.forget"]

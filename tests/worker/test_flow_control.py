@@ -69,13 +69,13 @@ def test_a_schedule_firing_every_second_runs_exactly_once_per_second_across_four
 ) -> None:
     procs = start_workers({**env, "FLOW_CRON": "1"}, 4, concurrency=2)
     try:
-        wait_until(lambda: len(client.workers()) == 4, timeout=30, message="four workers")
+        wait_until(lambda: len(client.admin.workers.list()) == 4, timeout=30, message="four workers")
         window_start = client.now().replace(microsecond=0) + timedelta(seconds=1)
         window_end = window_start + timedelta(seconds=10)
         wait_until(lambda: client.now() > window_end + timedelta(seconds=1.5), timeout=30, interval=0.2)
     finally:
         stop_all(procs)
-    jobs = client.list_jobs(type="tick", limit=1000)
+    jobs = client.admin.jobs.list(type="tick", limit=1000)
     fire_times = sorted(int(j.unique_key.rsplit(":", 1)[1]) for j in jobs if j.unique_key)
     assert len(fire_times) == len(jobs) == len(set(fire_times))  # no fire enqueued twice
     assert fire_times == list(range(fire_times[0], fire_times[-1] + 1))  # and none missed
@@ -89,10 +89,10 @@ def test_a_rate_limit_holds_across_three_worker_processes(client: Conveyor, env:
     ids = client.enqueue_many([("limited", {}) for _ in range(200)])
     procs = start_workers(env, 3, concurrency=10)
     try:
-        wait_until(lambda: client.count_jobs(type="limited", state="completed") == 200, timeout=60, interval=0.2)
+        wait_until(lambda: client.admin.jobs.count(type="limited", state="completed") == 200, timeout=60, interval=0.2)
     finally:
         stop_all(procs)
-    jobs = [client.get_job(i) for i in ids]
+    jobs = [client.admin.jobs.get(i) for i in ids]
     starts = sorted(j.attempted_at.timestamp() for j in jobs if j.attempted_at)
     busiest = max(sum(1 for t in starts[i:] if t < start + 1.0) for i, start in enumerate(starts))
     span = starts[-1] - starts[0]
@@ -107,7 +107,7 @@ def test_a_concurrency_limit_holds_across_three_worker_processes(client: Conveyo
     client.enqueue_many([("exclusive", {"seconds": 0.3}) for _ in range(10)])
     procs = start_workers(env, 3, concurrency=4)
     try:
-        wait_until(lambda: client.count_jobs(type="exclusive", state="completed") == 10, timeout=60, interval=0.1)
+        wait_until(lambda: client.admin.jobs.count(type="exclusive", state="completed") == 10, timeout=60, interval=0.1)
     finally:
         stop_all(procs)
     events = sorted((t, 1 if e == "start" else -1) for e, _, _, t in runs(env))

@@ -56,34 +56,34 @@ def test_sigterm_lets_running_jobs_finish_and_releases_overrunning_ones(client: 
     short = client.enqueue("nap", {"seconds": 0.8})
     long = client.enqueue("nap", {"seconds": 60, "gate": str(gate)})
     worker = start_worker(env, "--shutdown-grace", "1.5")
-    wait_until(lambda: client.count_jobs(state="running") == 2, timeout=20)
+    wait_until(lambda: client.admin.jobs.count(state="running") == 2, timeout=20)
     started = time.monotonic()
     code, out = stop(worker)
     assert code == 0, out
     assert time.monotonic() - started < 10
-    assert client.get_job(short).state is JobState.COMPLETED  # finished within the grace period
-    released = client.get_job(long)
+    assert client.admin.jobs.get(short).state is JobState.COMPLETED  # finished within the grace period
+    released = client.admin.jobs.get(long)
     assert released.state is JobState.PENDING and released.attempt == 0, out  # handed back, no attempt spent
     gate.touch()
     second = start_worker(env)
-    wait_until(lambda: client.get_job(long).state is JobState.COMPLETED, timeout=20)
+    wait_until(lambda: client.admin.jobs.get(long).state is JobState.COMPLETED, timeout=20)
     assert stop(second)[0] == 0
-    assert client.get_job(long).attempt == 1
-    assert client.workers() == []
+    assert client.admin.jobs.get(long).attempt == 1
+    assert client.admin.workers.list() == []
 
 
 def test_sigkill_mid_job_is_rescued_by_another_worker(client: Conveyor, env: dict[str, str], tmp_path: Path) -> None:
     gate = tmp_path / "gate"
     job_id = client.enqueue("nap", {"seconds": 60, "gate": str(gate)})
     victim = start_worker(env)
-    wait_until(lambda: client.get_job(job_id).state is JobState.RUNNING, timeout=20)
+    wait_until(lambda: client.admin.jobs.get(job_id).state is JobState.RUNNING, timeout=20)
     victim.kill()
     victim.communicate()
     gate.touch()
     rescuer = start_worker(env)
-    wait_until(lambda: client.get_job(job_id).state is JobState.COMPLETED, timeout=20)
+    wait_until(lambda: client.admin.jobs.get(job_id).state is JobState.COMPLETED, timeout=20)
     assert stop(rescuer)[0] == 0
-    job = client.get_job(job_id)
+    job = client.admin.jobs.get(job_id)
     assert job.attempt == 2
     assert "worker lost" in job.errors[0].error
     assert job.result == rescuer.pid
@@ -92,12 +92,12 @@ def test_sigkill_mid_job_is_rescued_by_another_worker(client: Conveyor, env: dic
 def test_a_handler_that_kills_its_worker_ends_in_the_dlq(client: Conveyor, env: dict[str, str]) -> None:
     doomed = client.enqueue("crash", {})
     supervisor = start_worker(env, "--processes", "2")
-    wait_until(lambda: client.get_job(doomed).state is JobState.DEAD, timeout=40)
+    wait_until(lambda: client.admin.jobs.get(doomed).state is JobState.DEAD, timeout=40)
     fine = client.enqueue("nap", {"seconds": 0})  # the restarted workers carry on
-    wait_until(lambda: client.get_job(fine).state is JobState.COMPLETED, timeout=20)
+    wait_until(lambda: client.admin.jobs.get(fine).state is JobState.COMPLETED, timeout=20)
     code, out = stop(supervisor)
     assert code == 0, out
-    job = client.get_job(doomed)
+    job = client.admin.jobs.get(doomed)
     assert job.attempt == 2 and all("worker lost" in e.error for e in job.errors)
     assert sum(1 for r in runs(env) if r[0] == "start" and int(r[1]) == doomed) == 2
 
@@ -114,13 +114,13 @@ def test_supervisor_restarts_a_dead_child_and_stops_all_on_sigterm(client: Conve
         return found if len(found) == 2 and without not in found else None
 
     first = wait_until(two_children, timeout=20)
-    wait_until(lambda: len(client.workers()) == 2, timeout=20)
+    wait_until(lambda: len(client.admin.workers.list()) == 2, timeout=20)
     victim = min(first)
     os.kill(victim, signal.SIGKILL)
     replaced = wait_until(lambda: two_children(without=victim), timeout=20)
     assert len(replaced & first) == 1
     job_id = client.enqueue("nap", {"seconds": 0})
-    wait_until(lambda: client.get_job(job_id).state is JobState.COMPLETED, timeout=20)
+    wait_until(lambda: client.admin.jobs.get(job_id).state is JobState.COMPLETED, timeout=20)
     code, out = stop(supervisor)
     assert code == 0, out
     for pid in replaced:
@@ -130,14 +130,14 @@ def test_supervisor_restarts_a_dead_child_and_stops_all_on_sigterm(client: Conve
 def test_second_signal_stops_at_once(client: Conveyor, env: dict[str, str], tmp_path: Path) -> None:
     job_id = client.enqueue("nap", {"seconds": 60, "gate": str(tmp_path / "never")})
     worker = start_worker(env, "--shutdown-grace", "60")
-    wait_until(lambda: client.get_job(job_id).state is JobState.RUNNING, timeout=20)
+    wait_until(lambda: client.admin.jobs.get(job_id).state is JobState.RUNNING, timeout=20)
     worker.send_signal(signal.SIGTERM)
     time.sleep(0.3)
     started = time.monotonic()
     code, _ = stop(worker, signal.SIGINT, timeout=10)
     assert time.monotonic() - started < 5
     assert code != 0
-    assert client.get_job(job_id).state is JobState.RUNNING  # its lease will expire and it will be rescued
+    assert client.admin.jobs.get(job_id).state is JobState.RUNNING  # its lease will expire and it will be rescued
 
 
 @pytest.mark.parametrize("processes", ["1", "2"])
@@ -146,18 +146,18 @@ def test_a_worker_whose_threads_are_held_by_overrunning_handlers_is_replaced(
 ) -> None:
     worker = start_worker(env, "--concurrency", "1", "--processes", processes)
     try:
-        wait_until(lambda: len(client.workers()) == int(processes), timeout=20)
-        before = {w.id for w in client.workers()}
+        wait_until(lambda: len(client.admin.workers.list()) == int(processes), timeout=20)
+        before = {w.id for w in client.admin.workers.list()}
         stuck = client.enqueue("hang", {})
-        wait_until(lambda: client.get_job(stuck).state is JobState.DEAD, timeout=20)
-        assert "timed out after 0.5 s" in client.get_job(stuck).errors[-1].error
+        wait_until(lambda: client.admin.jobs.get(stuck).state is JobState.DEAD, timeout=20)
+        assert "timed out after 0.5 s" in client.admin.jobs.get(stuck).errors[-1].error
         after = client.enqueue("nap", {"seconds": 0})  # its worker's one thread is still held by the hang
-        wait_until(lambda: client.get_job(after).state is JobState.COMPLETED, timeout=30)
-        replaced = lambda: (ids := {w.id for w in client.workers()}) != before and len(ids) == int(processes)
+        wait_until(lambda: client.admin.jobs.get(after).state is JobState.COMPLETED, timeout=30)
+        replaced = lambda: (ids := {w.id for w in client.admin.workers.list()}) != before and len(ids) == int(processes)
         wait_until(replaced, timeout=20)  # a fresh worker in the place of the one whose thread is held
         assert worker.poll() is None  # still serving: replaced, not stopped
         if processes == "1":
-            assert client.get_job(after).result == worker.pid  # a fresh image in the same process
+            assert client.admin.jobs.get(after).result == worker.pid  # a fresh image in the same process
     finally:
         code, out = stop(worker)
     assert code == 0, out

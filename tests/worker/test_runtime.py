@@ -292,7 +292,7 @@ def test_worker_liveness_is_recorded_and_removed(app: Conveyor) -> None:
         return None
 
     with running_worker(app, concurrency=7) as worker:
-        (info,) = wait_until(app.workers)
+        (info,) = wait_until(app.admin.workers.list)
         assert info.id == worker.id and info.queues == ("mail",) and info.concurrency == 7
         assert info.heartbeat_at is not None and info.pid > 0
     assert app.admin.workers.list() == []
