@@ -278,6 +278,7 @@ def jobs_listing(request: Request, identity: Identity, template: str, forced_sta
         identity,
         stats=stats,
         jobs=jobs,
+        matching=app.admin.jobs.count(**where) if forced_state is JobState.DEAD else None,  # shown before "all matching" acts
         query=query,
         problem=problem,
         tab_counts=tab_counts,

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from conveyor import JobState
+from conveyor import JobNotFound, JobState
 from conveyor.testing import running_worker, wait_until
 from tests.web.conftest import WRITE, Server
 
@@ -124,3 +124,56 @@ def test_bulk_retry_from_the_dead_letter_queue(browser: Browser, server: Server)
     expect(page.locator(".flash")).to_contain_text("2 jobs retried")
     expect(page.locator("#dlq-list tbody tr")).to_have_count(1)
     assert app.admin.jobs.get(dead[1]).state is JobState.DEAD
+
+
+def test_every_dashboard_button_acts_through_the_admin_and_is_audited(browser: Browser, server: Server) -> None:
+    app = server.app
+    dead = app.enqueue_many([("charge", {"order": f"c-{i}", "fail": True}) for i in range(4)])
+    with running_worker(app):
+        wait_until(lambda: app.admin.dead_letters.count() == 4)
+    later = app.enqueue_many([("send_email", {"to": f"later{i}@example.com"}) for i in range(3)], delay=3600)
+    app.cron("0 3 * * *", "send_email", {"to": "digest@example.com"}, name="digest")
+    app.cron_sync()
+    page = login(browser, server)
+    dialogs: list[str] = []
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.accept()))
+
+    page.goto(f"{server.url}/jobs/{later[0]}")  # one job: cancel, then purge
+    page.click("button:text-is('Cancel')")
+    expect(page.locator(".flash")).to_contain_text(f"Job {later[0]} cancelled")
+    page.click("button:text-is('Purge')")
+    expect(page.locator(".flash")).to_contain_text(f"Job {later[0]} purged")
+    page.goto(f"{server.url}/jobs?state=scheduled")  # bulk cancel from the jobs list
+    page.check(f"#sel-{later[1]}")
+    page.click("button:text-is('Cancel selected')")
+    expect(page.locator(".flash")).to_contain_text("1 job cancelled")
+
+    page.goto(f"{server.url}/dlq")
+    page.check(f"#sel-{dead[0]}")
+    page.click("button:text-is('Purge selected')")
+    expect(page.locator(".flash")).to_contain_text("1 job purged")
+    page.goto(f"{server.url}/dlq?queue=billing")
+    page.click("button:has-text('Retry all 3 matching')")  # the count is shown before acting on everything matching
+    expect(page.locator(".flash")).to_contain_text("3 jobs retried")
+    assert "Retry all 3 dead jobs matching this filter?" in dialogs
+
+    page.goto(f"{server.url}/cron")
+    page.click("#cron-list tr:has-text('digest') button:text-is('Pause')")
+    expect(page.locator(".flash")).to_contain_text("pause done")
+    page.click("#cron-list tr:has-text('digest') button:text-is('Run now')")
+    expect(page.locator(".flash")).to_contain_text("trigger done")
+
+    with pytest.raises(JobNotFound):
+        app.admin.jobs.get(later[0])
+    assert app.admin.jobs.get(later[1]).state is JobState.CANCELLED and app.admin.jobs.get(later[2]).state is JobState.SCHEDULED
+    assert app.admin.dead_letters.count() == 0 and app.admin.schedules.get("digest").paused
+    log = [(e.action, e.target, e.detail.get("count"), e.detail.get("via")) for e in reversed(app.admin.audit.list())]
+    assert log == [
+        ("job.cancel", f"job:{later[0]}", None, "dashboard"),
+        ("job.purge", f"job:{later[0]}", None, "dashboard"),
+        ("jobs.cancel", f"ids:{later[1]}", 1, "dashboard"),
+        ("dlq.purge", f"ids:{dead[0]}", 1, "dashboard"),
+        ("dlq.retry", 'filter:{"queue": ["billing"]}', 3, "dashboard"),
+        ("cron.pause", "cron:digest", None, "dashboard"),
+        ("cron.trigger", "cron:digest", None, "dashboard"),
+    ]
