@@ -73,6 +73,8 @@ class Selection:
         unknown = sorted(set(where) - set(FILTER_KEYS))
         if unknown:
             raise TypeError(f"unknown filter {', '.join(unknown)}; known: {', '.join(FILTER_KEYS)}")
+        if where.get("ids") is not None and not where["ids"]:
+            return cls(ids=())  # an empty id list narrows to nothing, whatever else the filter says
         return cls(where={k: v for k, v in where.items() if v is not None and not (isinstance(v, list | tuple) and not v)})
 
     @classmethod

@@ -76,6 +76,7 @@ def test_an_empty_selection_selects_nothing(app: Conveyor) -> None:
     assert jobs.cancel(Selection.of([]), actor="ops") == 0
     assert jobs.cancel(Selection.matching(), actor="ops") == 0
     assert jobs.cancel(Selection.matching(queue=[], type=None), actor="ops") == 0
+    assert letters.purge(Selection.matching(ids=[], state="dead"), actor="ops") == 0  # not "every dead job"
     assert jobs.purge(Selection.of([]), actor="ops") == 0
     assert jobs.retry(Selection.of([]), actor="ops") == 0
     assert letters.retry(Selection.of([]), actor="ops") == 0 and letters.purge(Selection.matching(), actor="ops") == 0
@@ -180,13 +181,17 @@ async def test_stats_health_prune_and_the_audit_log(app: Conveyor) -> None:
 
 def test_old_facade_methods_warn_and_delegate(app: Conveyor) -> None:
     ids = app.enqueue_many([("plain", {"n": i}) for i in range(3)])
+    dead = finish(app, ids[2], JobState.DEAD)  # the other two complete
+    late = app.enqueue("plain", {"n": 3}, delay=3600)
     with pytest.warns(DeprecationWarning, match=r"app.cancel_jobs\(\) is deprecated.*app.admin.jobs.cancel"):
         assert app.cancel_jobs(ids=[]) == 0  # once meant: every job
     with pytest.warns(DeprecationWarning):
-        assert app.purge(ids=[]) == 0
+        assert app.purge(ids=[]) == 0 and app.retry_jobs(ids=[]) == 0  # once meant: the whole DLQ
+    assert app.admin.jobs.get(dead).state is JobState.DEAD and app.admin.jobs.get(late).state is JobState.SCHEDULED
     with pytest.warns(DeprecationWarning):
-        assert app.count_jobs(state="pending") == 3
+        assert app.count_jobs(state="completed") == 2
     with pytest.warns(DeprecationWarning):
-        app.cancel(ids[0])
-    assert app.admin.jobs.get(ids[0]).state is JobState.CANCELLED
-    assert [(e.actor, e.action) for e in app.admin.audit.list()][0] == ("app", "job.cancel")
+        app.retry(dead)
+    assert app.admin.jobs.get(dead).state is JobState.PENDING
+    newest = app.admin.audit.list(limit=1)[0]
+    assert (newest.actor, newest.action) == ("app", "job.retry")
