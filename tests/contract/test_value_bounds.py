@@ -50,8 +50,8 @@ def test_unbounded_times_are_refused_at_enqueue(app: Conveyor, option: str, valu
 
     with pytest.raises(OptionError, match=option):
         app.enqueue("task", {}, **{option: value})
-    assert app.count_jobs() == 0
-    assert app.list_jobs() == []
+    assert app.admin.jobs.count() == 0
+    assert app.admin.jobs.list() == []
 
 
 def test_the_longest_allowed_delay_is_stored_and_read_back(app: Conveyor) -> None:
@@ -59,9 +59,9 @@ def test_the_longest_allowed_delay_is_stored_and_read_back(app: Conveyor) -> Non
     def task(p: dict) -> None:  # type: ignore[type-arg]
         return None
 
-    job = app.get_job(app.enqueue("task", {}, delay=MAX_DELAY, timeout=MAX_DELAY))
+    job = app.admin.jobs.get(app.enqueue("task", {}, delay=MAX_DELAY, timeout=MAX_DELAY))
     assert abs((job.run_at - app.now()).total_seconds() - MAX_DELAY) < 60
-    assert app.list_jobs()[0].id == job.id
+    assert app.admin.jobs.list()[0].id == job.id
 
 
 @pytest.mark.parametrize(("option", "value"), [("timeout", math.nan), ("timeout", math.inf), ("backoff", math.inf), ("backoff", math.nan), ("unique_for", math.inf)])
@@ -97,7 +97,7 @@ def test_a_payload_nested_too_deep_is_refused_with_a_payload_error(app: Conveyor
         app.enqueue("task", nested(depth))
     with pytest.raises(PayloadError, match="nest"):
         app.enqueue_many([("task", {"ok": 1}), ("task", nested(depth))])
-    assert app.count_jobs() == 0
+    assert app.admin.jobs.count() == 0
     app.enqueue("task", nested(50))  # an ordinary depth is kept
 
 
@@ -110,8 +110,8 @@ def test_a_lone_surrogate_in_a_payload_is_refused_with_a_payload_error(app: Conv
     for payload in ({"s": text}, {text: 1}, {"l": [1, {"x": text}]}):
         with pytest.raises(PayloadError, match="surrogate"):
             app.enqueue("task", payload)
-    assert app.count_jobs() == 0
-    assert app.get_job(app.enqueue("task", {"s": "ü→🚀"})).payload == {"s": "ü→🚀"}
+    assert app.admin.jobs.count() == 0
+    assert app.admin.jobs.get(app.enqueue("task", {"s": "ü→🚀"})).payload == {"s": "ü→🚀"}
 
 
 @pytest.mark.parametrize("key", ["k\x00", "k\ud800"])
@@ -122,4 +122,4 @@ def test_an_idempotency_key_no_database_can_store_is_refused(app: Conveyor, key:
 
     with pytest.raises(OptionError, match="idempotency_key"):
         app.enqueue("task", {}, idempotency_key=key)
-    assert app.count_jobs() == 0
+    assert app.admin.jobs.count() == 0

@@ -28,7 +28,7 @@ def test_twenty_threads_using_a_fresh_database_at_once_all_succeed(database_url:
         start.wait()
         try:
             if n % 2 == 0:
-                app.count_jobs()  # a read first: half the threads read, half write
+                app.admin.jobs.count()  # a read first: half the threads read, half write
             ids.append(app.enqueue("task", {"n": n}))
         except BaseException as exc:  # noqa: BLE001 (collected and asserted on below)
             errors.append(exc)
@@ -41,7 +41,7 @@ def test_twenty_threads_using_a_fresh_database_at_once_all_succeed(database_url:
             t.join(timeout=60)
         assert errors == []
         assert len(set(ids)) == 20
-        assert app.count_jobs() == 20
+        assert app.admin.jobs.count() == 20
     finally:
         app.close()
 
@@ -67,7 +67,7 @@ DISK_FULL = textwrap.dedent(
     else:
         print("stored")
     resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
-    print("after", app.count_jobs(), app.enqueue("task", {"small": 1}) > 0)
+    print("after", app.admin.jobs.count(), app.enqueue("task", {"small": 1}) > 0)
     """
 )
 

@@ -33,12 +33,12 @@ def refuse_results_containing(app: Conveyor, word: str) -> None:
 
 def every_job_readable(app: Conveyor) -> None:
     """The admin surfaces read every row: list, get, dead letters."""
-    jobs = app.list_jobs(limit=1000)
+    jobs = app.admin.jobs.list(limit=1000)
     for job in jobs:
-        assert app.get_job(job.id).id == job.id
+        assert app.admin.jobs.get(job.id).id == job.id
         for error in job.errors:
             error.error.encode("utf-8")  # storable text: no lone surrogate came back
-    app.dead_letters(limit=1000)
+    app.admin.dead_letters.list(limit=1000)
 
 
 def test_an_outcome_the_database_refuses_is_written_as_a_failure_alone(app: Conveyor) -> None:
@@ -51,13 +51,13 @@ def test_an_outcome_the_database_refuses_is_written_as_a_failure_alone(app: Conv
     bad = app.enqueue("task", {"word": "poison"})
     fine += [app.enqueue("task", {"word": f"fine{i}"}) for i in range(10, 20)]
     with running_worker(app, concurrency=8):
-        wait_until(lambda: app.get_job(bad).state is JobState.DEAD, message="the refused outcome written as a failure")
-        wait_until(lambda: all(app.get_job(i).state is JobState.COMPLETED for i in fine))
-    job = app.get_job(bad)
+        wait_until(lambda: app.admin.jobs.get(bad).state is JobState.DEAD, message="the refused outcome written as a failure")
+        wait_until(lambda: all(app.admin.jobs.get(i).state is JobState.COMPLETED for i in fine))
+    job = app.admin.jobs.get(bad)
     assert job.attempt == 1
     error = job.errors[-1].error
     assert "outcome could not be stored" in error and ("poisoned result refused" in error or "refuse_poison" in error), error
-    assert all(app.get_job(i).result == {"word": app.get_job(i).payload["word"]} for i in fine)
+    assert all(app.admin.jobs.get(i).result == {"word": app.admin.jobs.get(i).payload["word"]} for i in fine)
     every_job_readable(app)
 
 
@@ -108,20 +108,20 @@ def test_a_poison_value_ends_its_job_alone_and_every_other_job_completes(app: Co
     bad = [app.enqueue("poison", {}) for _ in range(2)]
     fine += [app.enqueue("ordinary", {"n": i}) for i in range(10, 20)]
     with running_worker(app, concurrency=4):
-        wait_until(lambda: all(app.get_job(i).state in FINAL for i in bad), message=f"the {poison} jobs to end")
-        wait_until(lambda: all(app.get_job(i).state is JobState.COMPLETED for i in fine))
+        wait_until(lambda: all(app.admin.jobs.get(i).state in FINAL for i in bad), message=f"the {poison} jobs to end")
+        wait_until(lambda: all(app.admin.jobs.get(i).state is JobState.COMPLETED for i in fine))
     for job_id in bad:
-        job = app.get_job(job_id)
+        job = app.admin.jobs.get(job_id)
         assert job.state is state, (job.state, job.errors)
         assert job.attempt == 1
         if reason:
             assert reason in job.errors[-1].error, job.errors[-1].error
-    assert [app.get_job(i).result for i in fine] == list(range(20))
+    assert [app.admin.jobs.get(i).result for i in fine] == list(range(20))
     if poison == "result-nul":
-        assert app.get_job(bad[0]).result == {"s": "a\ufffdb", "k\ufffd": 1}
+        assert app.admin.jobs.get(bad[0]).result == {"s": "a\ufffdb", "k\ufffd": 1}
     if poison == "result-surrogate":
-        assert app.get_job(bad[0]).result == ["x\ufffd", "pair \U0001f680"]
-    assert app.count_jobs(type=["ordinary"]) == 20  # the child with the NUL key was not inserted
+        assert app.admin.jobs.get(bad[0]).result == ["x\ufffd", "pair \U0001f680"]
+    assert app.admin.jobs.count(type=["ordinary"]) == 20  # the child with the NUL key was not inserted
     every_job_readable(app)
 
 
@@ -132,13 +132,13 @@ def test_a_remote_retry_after_of_inf_snoozes_for_a_day_at_most(app: Conveyor) ->
 
     ids = [app.enqueue("call_remote", {"header": h}) for h in ("inf", "1e12", "nan")]
     with running_worker(app):
-        wait_until(lambda: all(app.get_job(i).state is JobState.SCHEDULED for i in ids))
+        wait_until(lambda: all(app.admin.jobs.get(i).state is JobState.SCHEDULED for i in ids))
     now = app.now()
-    waits = [(app.get_job(i).run_at - now).total_seconds() for i in ids]
+    waits = [(app.admin.jobs.get(i).run_at - now).total_seconds() for i in ids]
     assert MAX_ASKED_WAIT - 60 < waits[0] <= MAX_ASKED_WAIT
     assert MAX_ASKED_WAIT - 60 < waits[1] <= MAX_ASKED_WAIT
     assert 0 < waits[2] <= 60  # unreadable: the default
-    assert all(app.get_job(i).attempt == 0 for i in ids)  # a snooze spends no attempt
+    assert all(app.admin.jobs.get(i).attempt == 0 for i in ids)  # a snooze spends no attempt
     every_job_readable(app)
 
 
@@ -155,7 +155,7 @@ def test_a_backoff_that_answers_inf_or_nan_retries_within_bounds(app: Conveyor) 
 
     a, b = app.enqueue("endless", {}), app.enqueue("unknown", {})
     with running_worker(app):
-        wait_until(lambda: app.get_job(a).state is JobState.SCHEDULED and app.get_job(b).state is JobState.SCHEDULED)
-    assert (app.get_job(a).run_at - app.now()).total_seconds() <= MAX_DELAY
-    assert (app.get_job(b).run_at - app.now()).total_seconds() <= 60  # the exponential fallback
+        wait_until(lambda: app.admin.jobs.get(a).state is JobState.SCHEDULED and app.admin.jobs.get(b).state is JobState.SCHEDULED)
+    assert (app.admin.jobs.get(a).run_at - app.now()).total_seconds() <= MAX_DELAY
+    assert (app.admin.jobs.get(b).run_at - app.now()).total_seconds() <= 60  # the exponential fallback
     every_job_readable(app)

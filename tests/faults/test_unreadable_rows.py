@@ -32,10 +32,10 @@ def spoil(app: Conveyor, job_id: int, spoil_name: str) -> None:
 
 
 def everything_readable(app: Conveyor, ids: list[int]) -> None:
-    assert {j.id for j in app.list_jobs(limit=1000)} >= set(ids)
+    assert {j.id for j in app.admin.jobs.list(limit=1000)} >= set(ids)
     for job_id in ids:
-        assert app.get_job(job_id).id == job_id
-    app.dead_letters()
+        assert app.admin.jobs.get(job_id).id == job_id
+    app.admin.dead_letters.list()
 
 
 @pytest.mark.parametrize("spoil_name", list(SPOILS))
@@ -49,16 +49,16 @@ def test_an_unreadable_row_goes_to_the_dead_letters_alone(app: Conveyor, spoil_n
     fine += [app.enqueue("task", {"n": i}) for i in range(10, 20)]
     spoil(app, bad, spoil_name)
     column = SPOILS[spoil_name][0]
-    job = app.get_job(bad)  # readable, with the reason, never an exception
+    job = app.admin.jobs.get(bad)  # readable, with the reason, never an exception
     assert job.corrupt and column in job.corrupt, job.corrupt
     everything_readable(app, [*fine, bad])
     with running_worker(app, concurrency=4):
-        wait_until(lambda: app.get_job(bad).state is JobState.DEAD, message="the unreadable row to be dead-lettered")
-        wait_until(lambda: all(app.get_job(i).state is JobState.COMPLETED for i in fine))
-    job = app.get_job(bad)
+        wait_until(lambda: app.admin.jobs.get(bad).state is JobState.DEAD, message="the unreadable row to be dead-lettered")
+        wait_until(lambda: all(app.admin.jobs.get(i).state is JobState.COMPLETED for i in fine))
+    job = app.admin.jobs.get(bad)
     assert job.attempt == 1
     assert "corrupt job row" in job.errors[-1].error and column in job.errors[-1].error
-    assert [j.id for j in app.dead_letters()] == [bad]
+    assert [j.id for j in app.admin.dead_letters.list()] == [bad]
     everything_readable(app, [*fine, bad])
 
 
@@ -78,10 +78,10 @@ def test_invalid_utf8_in_a_row_does_not_stop_claims_or_listing(sqlite_url: str) 
                 "UPDATE conveyor_jobs SET errors = '[{\"attempt\":1,\"at\":1.0,\"error\":\"ValueError: bad ' || CAST(X'EDA080' AS TEXT) || '\"}]' WHERE id = ?",
                 (ids[0],),
             )
-        assert app.get_job(ids[0]).errors[0].error.startswith("ValueError: bad ")
+        assert app.admin.jobs.get(ids[0]).errors[0].error.startswith("ValueError: bad ")
         everything_readable(app, ids)
         with running_worker(app):
-            wait_until(lambda: all(app.get_job(i).state is JobState.COMPLETED for i in ids))
+            wait_until(lambda: all(app.admin.jobs.get(i).state is JobState.COMPLETED for i in ids))
         everything_readable(app, ids)
     finally:
         app.close()
