@@ -12,7 +12,9 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, overload
+
+from typing_extensions import Unpack
 
 from conveyor.admin import Admin, Selection
 from conveyor.backends import from_url
@@ -30,18 +32,18 @@ from conveyor.cron import declare as declare_cron
 from conveyor.errors import DeclarationError
 from conveyor.events import EventName, Events, JobEvent
 from conveyor.job import Job, JobState
-from conveyor.options import Resolved, resolve
+from conveyor.handle import BatchDeclaration, Declaration
+from conveyor.options import JobDeclaration, Resolved, resolve
 from conveyor.payload import encode
 from conveyor.ratelimit import QueuePolicy
 from conveyor.registry import JobSpec, Registry
 from conveyor.stats import Health, Stats, Thresholds
-from conveyor.workflow import Flow, WorkflowStatus, collect, topological
+from conveyor.workflow import Flow, NamedJob, WorkflowStatus, collect, topological, type_name
 
 if TYPE_CHECKING:
     from conveyor.worker import Worker
 
-F = TypeVar("F", bound=Callable[..., Any])
-JobSpecTuple = tuple[str, Any] | tuple[str, Any, dict[str, Any]]
+JobSpecTuple = tuple[str | NamedJob, Any] | tuple[str | NamedJob, Any, dict[str, Any]]
 
 
 def row_of(job_type: str, text: str, opts: Resolved) -> NewJob:
@@ -99,14 +101,20 @@ class Conveyor:
 
     # -- declaring ----------------------------------------------------------------------
 
-    def job(self, name: str | None = None, **options: Any) -> Callable[[F], F]:
-        """Declare a job type; options are defaults that each enqueue may override."""
+    @overload
+    def job(self, name: str | None = None, *, batch: int, **options: Unpack[JobDeclaration]) -> BatchDeclaration: ...
 
-        def decorate(func: F) -> F:
-            self.registry.declare(func, name, options)
-            return func
+    @overload
+    def job(self, name: str | None = None, **options: Unpack[JobDeclaration]) -> Declaration: ...
 
-        return decorate
+    def job(self, name: str | None = None, **options: Any) -> Declaration:
+        """Declare a job type and get its typed handle; options are defaults each enqueue may override.
+
+        >>> @app.job(queue="email", max_attempts=20)
+        ... def send(p: Email, ctx: JobContext) -> None: ...
+        >>> send.enqueue(Email(to="a@example.com"), delay=60)
+        """
+        return (BatchDeclaration if options.get("batch") is not None else Declaration)(self, name, options)
 
     def on(self, event: EventName) -> Callable[[Callable[[JobEvent], Any]], Callable[[JobEvent], Any]]:
         """Subscribe to ``completed``, ``failed`` (every failed attempt) or ``dead``."""
@@ -118,14 +126,17 @@ class Conveyor:
 
     # -- enqueueing ---------------------------------------------------------------------
 
-    def new_job(self, job_type: str, payload: Any, options: dict[str, Any]) -> NewJob:
+    def new_job(self, job_type: str | NamedJob, payload: Any, options: dict[str, Any]) -> NewJob:
         """Validate a job and its options into the row to insert (no I/O)."""
-        spec = self.registry.get(job_type)
-        text = encode(job_type, spec.model, payload)
-        return row_of(job_type, text, resolve(spec.options, options))
+        spec = self.registry.get(type_name(job_type))
+        text = encode(spec.name, spec.model, payload)
+        return row_of(spec.name, text, resolve(spec.options, options))
 
-    def enqueue(self, job_type: str, payload: Any = None, *, connection: Any = None, **options: Any) -> int:
-        """Queue one job and return its id (the existing job's id if deduplicated).
+    def enqueue(self, job_type: str | NamedJob, payload: Any = None, *, connection: Any = None, **options: Any) -> int:
+        """Queue one job by its type's name and return its id (the existing job's id if deduplicated).
+
+        For producers that do not import the handlers' module; where the handle is at hand,
+        ``handle.enqueue(payload, ...)`` is the same call, checked by mypy.
 
         ``connection`` joins the caller's open transaction (from ``app.transaction()`` or the
         caller's own sqlite3/psycopg connection): the job commits or rolls back with it.
@@ -145,7 +156,7 @@ class Conveyor:
             if len(item) > 2:
                 rows.append(self.new_job(item[0], item[1], {**options, **item[2]}))
                 continue
-            job_type = item[0]
+            job_type = type_name(item[0])
             known = shared.get(job_type)
             spec = known[0] if known else self.registry.get(job_type)
             text = encode(job_type, spec.model, item[1])  # same order as new_job: the type, the payload, then the options
@@ -165,7 +176,7 @@ class Conveyor:
         with self.backend.transaction() as conn:
             yield conn
 
-    async def aenqueue(self, job_type: str, payload: Any = None, **options: Any) -> int:
+    async def aenqueue(self, job_type: str | NamedJob, payload: Any = None, **options: Any) -> int:
         """``enqueue`` for async code: validation here, the write on a worker thread."""
         row = self.new_job(job_type, payload, options)
         inserted = await asyncio.to_thread(self.backend.jobs_insert, [row])
@@ -348,18 +359,19 @@ class Conveyor:
     # -- schedules and limits --------------------------------------------------------------
 
     def cron(
-        self, expression: str, job_type: str, payload: Any = None, *, name: str | None = None, tz: str | None = None,
+        self, expression: str, job_type: str | NamedJob, payload: Any = None, *, name: str | None = None, tz: str | None = None,
         missed: str = "skip", **options: Any,
     ) -> CronSpec:
         """Enqueue ``job_type`` on a cron schedule: each fire once, however many workers run.
 
         Five fields, or six with seconds first; ``tz`` is an IANA zone (default UTC).
         ``missed``: fires that passed while no worker ran are skipped, or run once ("run_once").
+        ``job_type`` is the job's handle or its name.
 
         >>> app.cron("0 0 * * *", "daily_sales_report", tz="Europe/Berlin")
         >>> app.cron("*/10 * * * * *", "poll_inbox", {"box": "orders"}, name="inbox", queue="io")
         """
-        spec = declare_cron(expression, job_type, payload, name, tz, missed, options)
+        spec = declare_cron(expression, type_name(job_type), payload, name, tz, missed, options)
         if spec.name in self.registry.schedules:
             raise DeclarationError(f"schedule {spec.name!r} is declared twice; give each a distinct name=")
         self.registry.schedules[spec.name] = spec

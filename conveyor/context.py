@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from conveyor.backends.base import Lease, NewJob
 from conveyor.job import Job
 from conveyor.storable import MAX_JSON_DEPTH, json_depth, json_problem, storable_json
-from conveyor.workflow import PendingJob
+from conveyor.workflow import NamedJob, PendingJob
 
 if TYPE_CHECKING:
     from conveyor.app import Conveyor
@@ -79,8 +79,8 @@ class JobContext:
     def workflow_id(self) -> str | None:
         return self.job.workflow_id
 
-    def enqueue(self, job_type: str, payload: Any = None, **options: Any) -> PendingJob:
-        """Enqueue a follow-up job, stored only if this run completes (same transaction).
+    def enqueue(self, job_type: str | NamedJob, payload: Any = None, **options: Any) -> PendingJob:
+        """Enqueue a follow-up job (its type's handle or name), stored only if this run completes (same transaction).
 
         It joins this job's workflow with this job as its parent. The payload is validated
         now, so a bad one fails this run rather than vanishing later. The returned reference

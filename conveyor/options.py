@@ -57,6 +57,20 @@ class JobOptions:
         return make_backoff(self.backoff)
 
 
+class JobDeclaration(TypedDict, total=False):
+    """The options ``@app.job(...)`` takes (``JobOptions``' fields), typed so mypy refuses a
+    misspelt one; ``batch`` is its own parameter, as it changes the handler's signature."""
+
+    queue: str
+    priority: int
+    max_attempts: int
+    backoff: BackoffSpec
+    timeout: float | None
+    unique_for: float | None
+    rate_limit: str | RateLimit | None
+    concurrency: int | None
+
+
 class EnqueueOptions(TypedDict, total=False):
     """Per-enqueue overrides; every key is optional."""
 

@@ -1,9 +1,9 @@
 """Workflows built up front: chains, groups, fan-in callbacks and dependencies → rows (pure, no I/O).
 
     flow = chain(
-        step("charge", {"order_id": "o1"}),
-        group(step("send_email", {...}), step("generate_invoice", {...})),
-        step("notify_done", {...}),          # fan-in: runs after every member of the group
+        charge.step(Order(order_id="o1")),   # charge is what @app.job returned; step("charge", {...}) by name
+        group(send_email.step(...), generate_invoice.step(...)),
+        notify_done.step(...),               # fan-in: runs after every member of the group
     )
     handle = app.enqueue_workflow(flow)
 
@@ -15,13 +15,34 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from conveyor.backends.base import Dependency
-from conveyor.errors import WorkflowError
+from conveyor.errors import UnknownJobType, WorkflowError
 from conveyor.job import Job
 
 OnFailure = Literal["cancel", "continue"]
+
+
+class NamedJob(Protocol):
+    """A job handle (``conveyor/handle.py``) where a job type is named: it knows its type's name.
+
+    Spelt here, not there, because the handle builds workflow steps and this module is below it.
+    """
+
+    @property
+    def name(self) -> str: ...
+
+
+def type_name(job_type: str | NamedJob) -> str:
+    """The job type's name, given as a string or as the handle ``@app.job`` returned."""
+    if isinstance(job_type, str):
+        return job_type
+    name = getattr(job_type, "name", None)
+    if not isinstance(name, str):
+        # a bare function (declared nowhere) or another object: name what was given
+        raise UnknownJobType(getattr(job_type, "__qualname__", None) or repr(job_type))
+    return name
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,9 +92,12 @@ class Chain:
 Flow = Step | Group | Chain
 
 
-def step(job_type: str, payload: Any = None, *, after: Iterable[Step | int | After] = (), on_failure: OnFailure = "cancel", **options: Any) -> Step:
-    """A workflow step; ``after`` may name other steps or existing job ids."""
-    s = Step(job_type, payload, options)
+def step(
+    job_type: str | NamedJob, payload: Any = None, *, after: Iterable[Step | int | After] = (), on_failure: OnFailure = "cancel", **options: Any
+) -> Step:
+    """A workflow step of a job type (its name, or its handle); ``after`` may name other steps or
+    existing job ids. ``handle.step(payload, ...)`` is the typed spelling of the same."""
+    s = Step(type_name(job_type), payload, options)
     for parent in after:
         if isinstance(parent, After):
             if isinstance(parent.ref, PendingJob):
