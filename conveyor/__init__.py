@@ -1,11 +1,14 @@
 """Conveyor: background jobs kept in the database your application already has."""
 
+from typing import TYPE_CHECKING
+
 from conveyor.admin import Admin, Selection
 from conveyor.app import Conveyor
 from conveyor.backends.base import JobFilter, Schedule, WorkerInfo
 from conveyor.batch import BatchContext, BatchError, ItemFailed
 from conveyor.config import Settings
 from conveyor.context import JobContext
+from conveyor.deprecation import renamed
 from conveyor.errors import (
     BackendError,
     BackendUnavailable,
@@ -16,14 +19,16 @@ from conveyor.errors import (
     JobNotFound,
     OptionError,
     PayloadError,
+    ResultError,
     ScheduleNotFound,
     UnknownJobType,
     WorkflowError,
 )
 from conveyor.events import JobEvent
-from conveyor.job import Job, JobError, JobState, Priority
+from conveyor.handle import JobHandle
+from conveyor.job import FailedAttempt, Job, JobState, Priority
 from conveyor.outcome import Cancel, Snooze
-from conveyor.ratelimit import RateLimit, RetryAfter
+from conveyor.ratelimit import RateLimit, Throttled
 from conveyor.retry import Exponential, Fixed
 from conveyor.workflow import After, PendingJob, WorkflowStatus, chain, group, step
 
@@ -40,14 +45,15 @@ __all__ = [
     "ConveyorError",
     "DeclarationError",
     "Exponential",
+    "FailedAttempt",
     "Fixed",
     "InvalidTransition",
     "ItemFailed",
     "Job",
     "JobContext",
-    "JobError",
     "JobEvent",
     "JobFilter",
+    "JobHandle",
     "JobNotFound",
     "JobState",
     "OptionError",
@@ -55,12 +61,13 @@ __all__ = [
     "PendingJob",
     "Priority",
     "RateLimit",
-    "RetryAfter",
+    "ResultError",
     "Schedule",
     "ScheduleNotFound",
     "Selection",
     "Settings",
     "Snooze",
+    "Throttled",
     "UnknownJobType",
     "WorkerInfo",
     "WorkflowError",
@@ -70,3 +77,9 @@ __all__ = [
     "step",
 ]
 __version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    JobError = FailedAttempt  # deprecated names, one release (see conveyor/deprecation.py)
+    RetryAfter = Throttled
+else:
+    __getattr__ = renamed(__name__, {"JobError": ("conveyor.FailedAttempt", lambda: FailedAttempt), "RetryAfter": ("conveyor.Throttled", lambda: Throttled)})

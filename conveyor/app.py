@@ -31,8 +31,8 @@ from conveyor.cron import CronSpec
 from conveyor.cron import declare as declare_cron
 from conveyor.errors import DeclarationError
 from conveyor.events import EventName, Events, JobEvent
-from conveyor.job import Job, JobState
 from conveyor.handle import BatchDeclaration, Declaration
+from conveyor.job import Job, JobState
 from conveyor.options import JobDeclaration, Resolved, resolve
 from conveyor.payload import encode
 from conveyor.ratelimit import QueuePolicy

@@ -18,7 +18,7 @@ DEFAULT_URL = "sqlite:///conveyor.db"
 
 @dataclass(frozen=True, slots=True)
 class Settings:
-    """Everything a Conveyor process can be told; see docs/configuration.md."""
+    """Everything a Conveyor process can be told; see docs/configuration.md for each setting."""
 
     database_url: str = DEFAULT_URL
     concurrency: int = 10
@@ -30,6 +30,7 @@ class Settings:
     finish_batch: int = 100  # outcomes written back per transaction
     finish_delay: float = 0.005  # longest an outcome waits for its batch
     db_timeout: float = 30.0  # longest wait for a PostgreSQL connection before BackendUnavailable
+    max_result_bytes: int = 65_536  # a larger result or ctx.once value fails the run (conveyor/result.py)
     admin_token: str | None = None
     admin_read_token: str | None = None
     # -- monitoring and retention (see docs/operations.md) --

@@ -12,8 +12,10 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from conveyor.backends.base import Lease, NewJob
+from conveyor.deprecation import deprecated
 from conveyor.job import Job
-from conveyor.storable import MAX_JSON_DEPTH, json_depth, json_problem, storable_json
+from conveyor.result import encode_result
+from conveyor.storable import json_problem
 from conveyor.workflow import NamedJob, PendingJob
 
 if TYPE_CHECKING:
@@ -30,7 +32,7 @@ class JobContext:
     ... def send(p: Email, ctx: JobContext) -> None:
     ...     ctx.log.info("attempt %s", ctx.attempt)
     ...     receipt = ctx.once("smtp", smtp_send, p)   # skipped on a retry once done
-    ...     ctx.enqueue("audit", {"receipt": receipt})  # committed with this job's completion
+    ...     ctx.enqueue(audit, Receipt(id=receipt))     # committed with this job's completion
     """
 
     def __init__(self, app: Conveyor, job: Job, worker_id: str) -> None:
@@ -108,18 +110,20 @@ class JobContext:
     def once(self, key: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Run ``fn`` unless an earlier attempt of this job already finished step ``key``.
 
-        The step's JSON-serializable return value is stored and returned on later attempts.
-        For sync handlers (it blocks); async handlers use ``await ctx.once_async``.
+        The step's return value is stored as JSON (as pydantic writes it: a ``Decimal`` comes back
+        as its text, a model as an object) and returned on later attempts; a value that cannot be
+        stored fails the run with ``ResultError`` (see conveyor/result.py). For sync handlers (it
+        blocks); async handlers use ``await ctx.aonce``.
         """
         backend = self.app.backend
         done, stored = backend.mark_get(self.job.id, key)
         if done:
             return None if stored is None else json.loads(stored)
         value = fn(*args, **kwargs)
-        backend.mark_put(self.lease, key, encode_result(value))
+        backend.mark_put(self.lease, key, encode_result(value, self.app.settings.max_result_bytes))
         return value
 
-    async def once_async(self, key: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    async def aonce(self, key: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """``once`` for async handlers: ``fn`` may be sync or async."""
         backend = self.app.backend
         done, stored = await asyncio.to_thread(backend.mark_get, self.job.id, key)
@@ -128,26 +132,11 @@ class JobContext:
         value = fn(*args, **kwargs)
         if inspect.isawaitable(value):
             value = await value
-        await asyncio.to_thread(backend.mark_put, self.lease, key, encode_result(value))
+        text = encode_result(value, self.app.settings.max_result_bytes)
+        await asyncio.to_thread(backend.mark_put, self.lease, key, text)
         return value
 
-
-def encode_result(value: Any, limit: int = 65_536) -> str | None:
-    """A handler's or step's return value as stored JSON (a NUL or lone surrogate in its text
-    replaced, see ``conveyor.storable``); unserializable, too deep or oversized → None."""
-    if value is None:
-        return None
-    try:
-        text = json.dumps(value, separators=(",", ":"), default=_model_dump)
-    except (TypeError, ValueError, RecursionError):
-        return None
-    if len(text) > limit or (text.count("[") + text.count("{") > MAX_JSON_DEPTH and json_depth(text) > MAX_JSON_DEPTH):
-        return None
-    return storable_json(text)
-
-
-def _model_dump(value: Any) -> Any:
-    dump = getattr(value, "model_dump", None)
-    if dump is None:
-        raise TypeError(f"{type(value).__name__} is not JSON-serializable")
-    return dump(mode="json")
+    async def once_async(self, key: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Deprecated name of ``aonce`` (async twins are prefixed ``a``); kept for one release."""
+        deprecated("ctx.once_async", "ctx.aonce")
+        return await self.aonce(key, fn, *args, **kwargs)

@@ -10,10 +10,12 @@
     ├── InvalidTransition      the job is not in a state that allows the action
     ├── WorkflowError          a dependency graph has a cycle or names unknown jobs
     ├── ScheduleNotFound       no cron schedule with that name (``name``)
+    ├── ResultError            a handler's result or a ctx.once value cannot be stored (type or size)
     ├── BackendError           the database failed; the driver's error is ``__cause__``
     │   └── BackendUnavailable the database cannot be reached (or, SQLite, stays locked past the busy timeout)
     └── WebhookError           a webhook could not be signed, sent or trusted
         ├── WebhookURLRefused  the URL is not http(s) or points at a private/loopback address
+        │   └── WebhookHostUnresolved  its host name does not resolve now (retried at delivery)
         ├── WebhookVerificationError  a received webhook's signature or timestamp is not valid
         └── WebhookDeliveryError      the receiver did not answer 2xx (``status_code``, ``retry_after``)
 """
@@ -96,6 +98,10 @@ class ScheduleNotFound(ConveyorError):
     def __init__(self, name: str) -> None:
         self.name = name
         super().__init__(f"no schedule named {name!r}")
+
+
+class ResultError(ConveyorError):
+    """A handler's result or a ``ctx.once`` value cannot be stored: its type has no JSON form, or it is too large."""
 
 
 class BackendError(ConveyorError):

@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, Self, TypeVar
 
-from typing_extensions import Self, Unpack
+from typing_extensions import Unpack
 
 from conveyor.errors import OptionError
 from conveyor.options import EnqueueOptions

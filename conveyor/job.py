@@ -6,8 +6,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields, make_dataclass
 from datetime import datetime
 from enum import IntEnum, StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from conveyor.deprecation import renamed
 from conveyor.timeutil import from_epoch
 
 
@@ -36,8 +37,8 @@ class Priority(IntEnum):
 
 
 @dataclass(frozen=True, slots=True)
-class JobError:
-    """One failed run: which attempt, when, and why."""
+class FailedAttempt:
+    """One failed run of a job (a record in ``Job.errors``, not an exception): which attempt, when, and why."""
 
     attempt: int
     at: datetime
@@ -46,7 +47,7 @@ class JobError:
     worker_id: str | None = None
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> JobError:
+    def from_dict(cls, d: dict[str, Any]) -> FailedAttempt:
         return cls(
             attempt=int(d.get("attempt", 0)),
             at=from_epoch(float(d.get("at", 0.0))),
@@ -81,12 +82,12 @@ class Job:
     parent_id: int | None = None
     progress: Any = None
     result: Any = None
-    errors: tuple[JobError, ...] = field(default_factory=tuple)
+    errors: tuple[FailedAttempt, ...] = field(default_factory=tuple)
     backoff: str | None = None
     corrupt: str | None = None  # why the stored row could not be read as written (payload, errors)
 
     @property
-    def last_error(self) -> JobError | None:
+    def last_error(self) -> FailedAttempt | None:
         return self.errors[-1] if self.errors else None
 
     @property
@@ -114,3 +115,9 @@ def _positional_builder(cls: type) -> Callable[[Sequence[Any]], Any]:
 
 job_from_fields: Callable[[Sequence[Any]], Job] = _positional_builder(Job)
 """``Job`` from the values of all its fields in declaration order (the backends' row readers)."""
+
+
+if TYPE_CHECKING:
+    JobError = FailedAttempt  # deprecated name (it read as an exception class); one release
+else:
+    __getattr__ = renamed(__name__, {"JobError": ("conveyor.FailedAttempt", lambda: FailedAttempt)})

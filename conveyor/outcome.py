@@ -5,8 +5,9 @@ from __future__ import annotations
 import math
 import traceback as tb
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from conveyor.deprecation import renamed
 from conveyor.retry import Backoff, next_delay
 from conveyor.storable import storable_text
 from conveyor.timeutil import check_seconds
@@ -67,7 +68,8 @@ class Cancelled:
     reason: str
 
 
-Decision = Complete | Retry | Dead | Snoozed | Cancelled
+Outcome = Complete | Retry | Dead | Snoozed | Cancelled
+"""A run's result: the one record of how it ended (the backend writes it back as ``FinishParams``)."""
 
 
 def describe(exc: BaseException) -> str:
@@ -87,7 +89,7 @@ def format_traceback(exc: BaseException) -> str | None:
         return None
 
 
-def decide(attempt: int, max_attempts: int, backoff: Backoff, result: Any = None, error: BaseException | None = None) -> Decision:
+def decide(attempt: int, max_attempts: int, backoff: Backoff, result: Any = None, error: BaseException | None = None) -> Outcome:
     """Map one run's result or exception, and the retry policy, to the job's next state."""
     if error is None:
         if isinstance(result, Snooze):
@@ -121,3 +123,9 @@ def failure(attempt: int, max_attempts: int, backoff: Backoff, error: str, trace
     if attempt >= max_attempts:
         return Dead(error, traceback)
     return Retry(max(next_delay(backoff, attempt), at_least), error, traceback)
+
+
+if TYPE_CHECKING:
+    Decision = Outcome  # deprecated name of the same record; one release
+else:
+    __getattr__ = renamed(__name__, {"Decision": ("conveyor.outcome.Outcome", lambda: Outcome)})

@@ -12,9 +12,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from conveyor.backends.base import ClaimLimit, LimitKind
+from conveyor.deprecation import renamed
 from conveyor.errors import DeclarationError, OptionError
 from conveyor.outcome import MAX_ASKED_WAIT, Snooze
 
@@ -114,14 +115,18 @@ def claim_limits(rules: Iterable[tuple[str, RateLimit | None, int | None]], queu
     return tuple(limits)
 
 
-class RetryAfter(Snooze):
+class Throttled(Snooze):
     """The remote service asked us to slow down: run this job again later, no attempt spent.
+
+    A ``Snooze`` read from a Retry-After header. Not to be confused with an exception's
+    ``retry_after`` attribute (``WebhookDeliveryError`` has one): that is a failure, whose retry
+    waits at least that long and counts the attempt.
 
     Takes a Retry-After header as sent with HTTP 429 or 503 (delta-seconds or an HTTP date),
     seconds, or a timedelta; ``default`` applies when the header is missing or unreadable.
 
     >>> if response.status_code == 429:
-    ...     raise RetryAfter(response.headers.get("Retry-After"), default=30)
+    ...     raise Throttled(response.headers.get("Retry-After"), default=30)
     """
 
     def __init__(self, retry_after: str | float | timedelta | None, default: float = 60.0, reason: str = "the remote asked to retry later") -> None:
@@ -155,3 +160,9 @@ def _asked(value: str | float | timedelta | None, default: float, now: datetime 
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return (moment - (now or datetime.now(UTC))).total_seconds()
+
+
+if TYPE_CHECKING:
+    RetryAfter = Throttled  # deprecated name (it read like an exception's retry_after, which counts the attempt); one release
+else:
+    __getattr__ = renamed(__name__, {"RetryAfter": ("conveyor.Throttled", lambda: Throttled)})

@@ -13,13 +13,14 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
+from conveyor.deprecation import renamed
 from conveyor.errors import WorkflowError
-from conveyor.job import Job, JobError, JobState, job_from_fields
+from conveyor.job import FailedAttempt, Job, JobState, job_from_fields
 
 FINAL = frozenset({JobState.COMPLETED, JobState.DEAD, JobState.CANCELLED})
-"""Outcome states that end a job, and so may wake or cancel its dependents."""
+"""States that end a job, and so may wake or cancel its dependents."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,8 +161,8 @@ class FireParams:
 
 
 @dataclass(frozen=True, slots=True)
-class Outcome:
-    """How one run ended, written back fenced by its lease.
+class FinishParams:
+    """The write-back of one run's ``Outcome`` (conveyor/outcome.py), fenced by its lease.
 
     ``state`` is the next state: completed, scheduled/pending (retry or snooze), dead or
     cancelled. ``refund`` gives the attempt back (snooze, release). ``children`` are jobs the
@@ -223,7 +224,7 @@ class Backend(Protocol):
     def jobs_claim(self, params: ClaimParams) -> list[Job]: ...
     def jobs_claim_rows(self, params: ClaimParams) -> list[Any]: ...
     def read_claimed(self, rows: Sequence[Any]) -> list[Job]: ...
-    def jobs_finish(self, outcomes: Sequence[Outcome]) -> list[int]: ...
+    def jobs_finish(self, outcomes: Sequence[FinishParams]) -> list[int]: ...
     def leases_renew(self, leases: Sequence[Lease], seconds: float) -> list[int]: ...
     def jobs_release(self, leases: Sequence[Lease]) -> int: ...
     def jobs_rescue(self, limit: int = 1000) -> list[int]: ...
@@ -298,7 +299,7 @@ class JsonColumns(NamedTuple):
     payload: dict[str, Any]
     progress: Any
     result: Any
-    errors: tuple[JobError, ...]
+    errors: tuple[FailedAttempt, ...]
     corrupt: str | None
 
 
@@ -321,11 +322,11 @@ def read_json_columns(payload: Any, progress: Any, result: Any, errors: Any, dec
     if not isinstance(data, dict):
         problems.append(f"payload is a JSON {type(data).__name__}, not an object")
         data = {}
-    parsed: tuple[JobError, ...] = ()
+    parsed: tuple[FailedAttempt, ...] = ()
     if errors and errors != "[]":
         history = errors if decoded else _load("errors", errors, [], problems)
         try:
-            parsed = tuple(JobError.from_dict(e) for e in history)
+            parsed = tuple(FailedAttempt.from_dict(e) for e in history)
         except (TypeError, ValueError, AttributeError, OverflowError, OSError):
             problems.append("errors is not a list of error records")
     return JsonColumns(
@@ -435,3 +436,9 @@ JOB_COLUMNS = (
     "workflow_id, parent_id, progress, result, errors, backoff"
 )
 """The columns every job read selects, in the order the backends' row readers expect."""
+
+
+if TYPE_CHECKING:
+    Outcome = FinishParams  # deprecated name: ``Outcome`` is the run's result (conveyor/outcome.py); one release
+else:
+    __getattr__ = renamed(__name__, {"Outcome": ("conveyor.backends.base.FinishParams", lambda: FinishParams)})

@@ -7,7 +7,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from conveyor.backends.base import Outcome
+from conveyor.backends.base import FinishParams
 from conveyor.errors import BackendError, BackendUnavailable
 from conveyor.events import JobEvent
 from conveyor.job import JobState
@@ -89,7 +89,7 @@ class Completer:
     async def _write(self, batch: list[RunResult]) -> tuple[set[int], list[RunResult]]:
         """The won job ids, and the results as written (a refused outcome replaced by its failure)."""
         try:
-            return set(await self.bridge.call(self.app.backend.jobs_finish, [r.outcome for r in batch])), batch
+            return set(await self.bridge.call(self.app.backend.jobs_finish, [r.write for r in batch])), batch
         except BackendUnavailable:
             raise
         except Exception as exc:
@@ -107,7 +107,7 @@ class Completer:
         refusal: Exception | None = None
         for attempt in range(SINGLE_TRIES):
             try:
-                return set(await self.bridge.call(self.app.backend.jobs_finish, [r.outcome])), r
+                return set(await self.bridge.call(self.app.backend.jobs_finish, [r.write])), r
             except BackendUnavailable:
                 raise
             except Exception as exc:  # noqa: BLE001
@@ -117,7 +117,7 @@ class Completer:
         failed = self._refused(r, refusal)
         log.error("job %s: the database refused its outcome (%s); recorded as a failed run", r.job.id, refusal)
         try:
-            return set(await self.bridge.call(self.app.backend.jobs_finish, [failed.outcome])), failed
+            return set(await self.bridge.call(self.app.backend.jobs_finish, [failed.write])), failed
         except BackendUnavailable:
             raise
         except Exception as exc:  # noqa: BLE001 (the lease runs out and the rescuer takes the job back)
@@ -128,14 +128,14 @@ class Completer:
         """The run's outcome as a failure saying why it was not stored (children dropped with it)."""
         job = r.job
         error = describe(refusal)
-        decision = failure(job.attempt, job.max_attempts, self._backoff(job.type, job.backoff),
-                           f"the run's outcome could not be stored: {error}")
-        worker = r.outcome.worker_id
-        if isinstance(decision, Retry):
-            outcome = Outcome(r.outcome.lease, JobState.PENDING, delay=decision.delay, error=decision.error, worker_id=worker)
+        outcome = failure(job.attempt, job.max_attempts, self._backoff(job.type, job.backoff),
+                          f"the run's outcome could not be stored: {error}")
+        worker = r.write.worker_id
+        if isinstance(outcome, Retry):
+            write = FinishParams(r.write.lease, JobState.PENDING, delay=outcome.delay, error=outcome.error, worker_id=worker)
         else:
-            outcome = Outcome(r.outcome.lease, JobState.DEAD, error=decision.error, worker_id=worker)
-        return RunResult(job, decision, outcome, r.duration)
+            write = FinishParams(r.write.lease, JobState.DEAD, error=outcome.error, worker_id=worker)
+        return RunResult(job, outcome, write, r.duration)
 
     def _backoff(self, job_type: str, override: str | None) -> Backoff:
         if override:
@@ -145,7 +145,7 @@ class Completer:
 
     async def _emit(self, r: RunResult) -> None:
         events = self.app.events
-        d = r.decision
+        d = r.outcome
         if isinstance(d, Complete) and events.wanted("completed"):
             await events.emit(JobEvent("completed", r.job, r.job.attempt, result=d.result))
         elif isinstance(d, Retry | Dead):

@@ -10,15 +10,16 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from conveyor.backends.base import Outcome
+from conveyor.backends.base import FinishParams
 from conveyor.batch import BatchContext, item_outcomes
-from conveyor.context import JobContext, encode_result
-from conveyor.errors import PayloadError
+from conveyor.context import JobContext
+from conveyor.errors import PayloadError, ResultError
 from conveyor.job import Job, JobState
 from conveyor.options import decode_backoff
-from conveyor.outcome import Cancelled, Complete, Dead, Decision, Retry, Snoozed, decide
+from conveyor.outcome import Cancelled, Complete, Dead, Outcome, Retry, Snoozed, decide, describe, failure
 from conveyor.payload import decode
 from conveyor.registry import JobSpec
+from conveyor.result import encode_result
 from conveyor.retry import Backoff
 
 if TYPE_CHECKING:
@@ -33,11 +34,11 @@ class JobTimeout(Exception):
 
 @dataclass(frozen=True, slots=True)
 class RunResult:
-    """A finished run: the write-back for the store and what events need to know."""
+    """A finished run: its outcome (what events and logs need to know) and its write-back for the store."""
 
     job: Job
-    decision: Decision
     outcome: Outcome
+    write: FinishParams
     duration: float
 
 
@@ -62,11 +63,20 @@ class Executor:
 
     async def run(self, job: Job, ctx: JobContext) -> RunResult:
         started = time.monotonic()
-        decision = await self._decide(job, ctx)
+        outcome = await self._decide(job, ctx)
         duration = time.monotonic() - started
-        return RunResult(job, decision, self.outcome(job, ctx, decision), duration)
+        return self._result(job, ctx, outcome, duration)
 
-    async def _decide(self, job: Job, ctx: JobContext) -> Decision:
+    def _result(self, job: Job, ctx: JobContext, outcome: Outcome, duration: float) -> RunResult:
+        """The run's RunResult; a result that cannot be stored fails the run (never a silent None)."""
+        try:
+            return RunResult(job, outcome, self.write(job, ctx, outcome), duration)
+        except ResultError as exc:
+            spec = self.app.registry.get(job.type)  # it ran, so it is declared
+            failed = failure(job.attempt, job.max_attempts, self._backoff(spec, job.backoff), describe(exc))
+            return RunResult(job, failed, self.write(job, ctx, failed), duration)
+
+    async def _decide(self, job: Job, ctx: JobContext) -> Outcome:
         if job.corrupt:
             return Dead(f"corrupt job row, moved aside: {job.corrupt}", None)
         spec = self.app.registry.find(job.type)
@@ -109,15 +119,15 @@ class Executor:
     async def run_batch(self, jobs: list[Job], ctxs: list[JobContext]) -> list[RunResult]:
         """One call of a batch handler for ``jobs`` (one type); a RunResult per job."""
         started = time.monotonic()
-        decisions = await self._decide_batch(jobs, ctxs)
+        outcomes = await self._decide_batch(jobs, ctxs)
         duration = time.monotonic() - started
-        return [RunResult(job, d, self.outcome(job, ctx, d), duration) for job, ctx, d in zip(jobs, ctxs, decisions)]
+        return [self._result(job, ctx, o, duration) for job, ctx, o in zip(jobs, ctxs, outcomes)]
 
-    async def _decide_batch(self, jobs: list[Job], ctxs: list[JobContext]) -> list[Decision]:
+    async def _decide_batch(self, jobs: list[Job], ctxs: list[JobContext]) -> list[Outcome]:
         spec = self.app.registry.find(jobs[0].type)
         if spec is None:
             return [Dead(f"unknown job type {jobs[0].type!r}: no handler is declared for it in this worker", None)] * len(jobs)
-        decisions: dict[int, Decision] = {}
+        decisions: dict[int, Outcome] = {}
         payloads: list[Any] = []
         live: list[int] = []
         for i, job in enumerate(jobs):
@@ -159,21 +169,23 @@ class Executor:
                 decisions[i] = decide(job.attempt, job.max_attempts, backoff, result=item_result, error=item_error)
         return [decisions[i] for i in range(len(jobs))]
 
-    def outcome(self, job: Job, ctx: JobContext, decision: Decision) -> Outcome:
+    def write(self, job: Job, ctx: JobContext, outcome: Outcome) -> FinishParams:
+        """The store's write-back of ``outcome``; raises ResultError if its result cannot be stored."""
         lease = ctx.lease
-        if type(decision) is Complete:  # the common case first, its fields in order (the keyword form costs twice as much)
-            return Outcome(lease, JobState.COMPLETED, 0.0, None, None, None, encode_result(decision.result), False, tuple(ctx.children))
-        match decision:
+        if type(outcome) is Complete:  # the common case first, its fields in order (the keyword form costs twice as much)
+            stored = encode_result(outcome.result, self.app.settings.max_result_bytes)
+            return FinishParams(lease, JobState.COMPLETED, 0.0, None, None, None, stored, False, tuple(ctx.children))
+        match outcome:
             case Retry(delay=delay, error=error, traceback=tb):
-                return Outcome(lease, JobState.PENDING, delay=delay, error=error, traceback=tb, worker_id=self.worker_id)
+                return FinishParams(lease, JobState.PENDING, delay=delay, error=error, traceback=tb, worker_id=self.worker_id)
             case Dead(error=error, traceback=tb):
-                return Outcome(lease, JobState.DEAD, error=error, traceback=tb, worker_id=self.worker_id)
+                return FinishParams(lease, JobState.DEAD, error=error, traceback=tb, worker_id=self.worker_id)
             case Snoozed(delay=delay):
-                return Outcome(lease, JobState.PENDING, delay=delay, refund=True)
+                return FinishParams(lease, JobState.PENDING, delay=delay, refund=True)
             case Cancelled(reason=reason):
-                return Outcome(lease, JobState.CANCELLED, error=f"cancelled: {reason}", worker_id=self.worker_id)
-        raise AssertionError(decision)
+                return FinishParams(lease, JobState.CANCELLED, error=f"cancelled: {reason}", worker_id=self.worker_id)
+        raise AssertionError(outcome)
 
 
-def outcome_name(decision: Decision) -> str:
-    return {Complete: "completed", Retry: "retry", Dead: "dead", Snoozed: "snoozed", Cancelled: "cancelled"}[type(decision)]
+def outcome_name(outcome: Outcome) -> str:
+    return {Complete: "completed", Retry: "retry", Dead: "dead", Snoozed: "snoozed", Cancelled: "cancelled"}[type(outcome)]

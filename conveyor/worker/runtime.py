@@ -19,6 +19,7 @@ from conveyor.backends.base import ClaimLimit, ClaimParams, WorkerInfo
 from conveyor.context import JobContext
 from conveyor.errors import BackendError, ConfigError
 from conveyor.job import Job
+from conveyor.outcome import Dead, Retry
 from conveyor.worker.bridge import Bridge
 from conveyor.worker.completer import Completer
 from conveyor.worker.executor import Executor, RunResult, outcome_name
@@ -295,6 +296,17 @@ class Worker:
                 self._log(result)
 
     def _log(self, r: RunResult) -> None:
+        outcome = r.outcome
+        if type(outcome) is Retry or type(outcome) is Dead:
+            # every failed run, with its traceback, where a logging-based error reporter sees it
+            log.log(
+                logging.WARNING if type(outcome) is Retry else logging.ERROR,
+                "job %s %s attempt %d/%d failed%s: %s%s",
+                r.job.id, r.job.type, r.job.attempt, r.job.max_attempts,
+                f", retrying in {outcome.delay:.3g} s" if type(outcome) is Retry else ", dead",
+                outcome.error, f"\n{outcome.traceback}" if outcome.traceback else "",
+                extra={"job_id": r.job.id, "job_type": r.job.type, "queue": r.job.queue, "attempt": r.job.attempt, "outcome": outcome_name(outcome)},
+            )
         if log.isEnabledFor(logging.INFO):
             log.info(
                 "job %s %s queue=%s attempt=%d outcome=%s duration_ms=%.1f",
@@ -302,14 +314,14 @@ class Worker:
                 r.job.type,
                 r.job.queue,
                 r.job.attempt,
-                outcome_name(r.decision),
+                outcome_name(r.outcome),
                 r.duration * 1000,
                 extra={
                     "job_id": r.job.id,
                     "job_type": r.job.type,
                     "queue": r.job.queue,
                     "attempt": r.job.attempt,
-                    "outcome": outcome_name(r.decision),
+                    "outcome": outcome_name(r.outcome),
                     "duration_ms": round(r.duration * 1000, 1),
                 },
             )

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from conveyor import Conveyor, JobState
-from conveyor.backends.base import ClaimParams, Lease, Outcome
+from conveyor.backends.base import ClaimParams, FinishParams, Lease
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE_DEPENDENCIES = ["pydantic>=2.6", "click>=8.1", "rich>=13", "cronsim>=2.5"]  # pyproject.toml's [project] dependencies
@@ -43,7 +43,7 @@ def test_the_cli_read_commands_work_without_the_web_extra(base_venv: Path, tmp_p
 
         ids = app.enqueue_many([("send_email", {"n": i}) for i in range(3)])
         (job, *_) = app.backend.jobs_claim(ClaimParams("w", ("email",), 1, 30))
-        app.backend.jobs_finish([Outcome(Lease(job.id, job.lease_token), JobState.DEAD, error="mail server said no")])
+        app.backend.jobs_finish([FinishParams(Lease(job.id, job.lease_token), JobState.DEAD, error="mail server said no")])
     finally:
         app.close()
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from conveyor import Conveyor, InvalidTransition, JobNotFound, JobState, ScheduleNotFound, Selection, WorkflowError
-from conveyor.backends.base import ClaimParams, Lease, Outcome, WorkerInfo
+from conveyor.backends.base import ClaimParams, FinishParams, Lease, WorkerInfo
 from conveyor.testing import wait_until
 from tests.contract.jobs import declare
 
@@ -23,7 +23,7 @@ def finish(app: Conveyor, job_id: int | list[int], state: JobState) -> int:
     claimed = app.backend.jobs_claim(ClaimParams("w", ("default",), 100, 30))
     for job in claimed:
         end = state if job.id in chosen else JobState.COMPLETED
-        app.backend.jobs_finish([Outcome(Lease(job.id, job.lease_token), end, error="boom" if end is JobState.DEAD else None)])
+        app.backend.jobs_finish([FinishParams(Lease(job.id, job.lease_token), end, error="boom" if end is JobState.DEAD else None)])
     assert chosen <= {j.id for j in claimed}
     return min(chosen)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from conveyor import Conveyor, InvalidTransition, JobNotFound, JobState, Selection
-from conveyor.backends.base import ClaimParams, Lease, Outcome
+from conveyor.backends.base import ClaimParams, FinishParams, Lease
 from tests.contract.jobs import declare
 
 
@@ -19,7 +19,7 @@ def kill(app: Conveyor, job_type: str, payload: dict[str, object], error: str = 
     spec = app.registry.get(job_type)
     job_id = app.enqueue(job_type, payload)
     (job,) = [j for j in app.backend.jobs_claim(ClaimParams("w", (spec.options.queue,), 100, 30)) if j.id == job_id]
-    app.backend.jobs_finish([Outcome(Lease(job.id, job.lease_token), JobState.DEAD, error=error, traceback=f"Traceback: {error}")])
+    app.backend.jobs_finish([FinishParams(Lease(job.id, job.lease_token), JobState.DEAD, error=error, traceback=f"Traceback: {error}")])
     return job_id
 
 

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from conveyor import Conveyor, JobState
-from conveyor.backends.base import ClaimParams, Lease, Outcome
+from conveyor.backends.base import ClaimParams, FinishParams, Lease
 from tests.conftest import PG_URL, pg_schema_url
 
 
@@ -88,7 +88,7 @@ class QueueMachine(RuleBasedStateMachine):
             state = JobState.COMPLETED
         else:
             state = JobState.DEAD if model.attempt >= model.max_attempts else JobState.PENDING
-        won = self.app.backend.jobs_finish([Outcome(Lease(job_id, model.token), state, error=None if ok else "err")])
+        won = self.app.backend.jobs_finish([FinishParams(Lease(job_id, model.token), state, error=None if ok else "err")])
         assert won == [job_id]
         model.state = state
 
@@ -97,7 +97,7 @@ class QueueMachine(RuleBasedStateMachine):
     def stale_write(self, data: st.DataObject) -> None:
         job_id = data.draw(st.sampled_from(sorted(i for i, j in self.jobs.items() if j.token)))
         stale = Lease(job_id, self.jobs[job_id].token - 1)
-        assert self.app.backend.jobs_finish([Outcome(stale, JobState.COMPLETED)]) == []
+        assert self.app.backend.jobs_finish([FinishParams(stale, JobState.COMPLETED)]) == []
         assert self.app.backend.leases_renew([stale], 300) == []
 
     @rule()

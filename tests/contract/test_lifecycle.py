@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from conveyor import Conveyor, JobState, Selection
-from conveyor.backends.base import ClaimParams, Lease, NewJob, Outcome
+from conveyor.backends.base import ClaimParams, FinishParams, Lease, NewJob
 from conveyor.job import Job
 from conveyor.testing import wait_until
 from tests.contract.jobs import declare
@@ -62,7 +62,7 @@ def test_scheduled_jobs_are_claimed_only_when_due(app: Conveyor) -> None:
 def test_complete_is_final_and_keeps_the_result(app: Conveyor) -> None:
     app.enqueue("plain", {})
     (job,) = claim(app)
-    assert app.backend.jobs_finish([Outcome(lease_of(job), JobState.COMPLETED, result='{"pdf": "/x.pdf"}')]) == [job.id]
+    assert app.backend.jobs_finish([FinishParams(lease_of(job), JobState.COMPLETED, result='{"pdf": "/x.pdf"}')]) == [job.id]
     done = app.admin.jobs.get(job.id)
     assert done.state is JobState.COMPLETED and done.result == {"pdf": "/x.pdf"}
     assert done.finished_at is not None and done.worker_id is None and done.lease_expires_at is None
@@ -71,11 +71,11 @@ def test_complete_is_final_and_keeps_the_result(app: Conveyor) -> None:
 def test_fail_reschedules_with_backoff_keeping_every_error_then_dead(app: Conveyor) -> None:
     job_id = app.enqueue("plain", {})  # max_attempts=2
     (job,) = claim(app)
-    app.backend.jobs_finish([Outcome(lease_of(job), JobState.PENDING, delay=60, error="E1", traceback="tb1", worker_id="w1")])
+    app.backend.jobs_finish([FinishParams(lease_of(job), JobState.PENDING, delay=60, error="E1", traceback="tb1", worker_id="w1")])
     retrying = app.admin.jobs.get(job_id)
     assert retrying.state is JobState.SCHEDULED and retrying.attempt == 1
     assert 59 < (retrying.run_at - app.now()).total_seconds() < 61
-    app.backend.jobs_finish([Outcome(lease_of(job), JobState.COMPLETED)])  # stale: ignored
+    app.backend.jobs_finish([FinishParams(lease_of(job), JobState.COMPLETED)])  # stale: ignored
     assert app.admin.jobs.get(job_id).state is JobState.SCHEDULED
     app.admin.dead_letters.retry(Selection.matching(state="dead"), actor="test")  # not dead: untouched
     # make it due again by a zero-delay failure path: run it now
@@ -84,7 +84,7 @@ def test_fail_reschedules_with_backoff_keeping_every_error_then_dead(app: Convey
     app.admin.jobs.retry(job_id, actor="test")  # cancelled -> pending with fresh attempts
     (again,) = claim(app)
     assert again.attempt == 1 and again.lease_token == 2
-    app.backend.jobs_finish([Outcome(lease_of(again), JobState.DEAD, error="E2", traceback="tb2", worker_id="w1")])
+    app.backend.jobs_finish([FinishParams(lease_of(again), JobState.DEAD, error="E2", traceback="tb2", worker_id="w1")])
     dead = app.admin.jobs.get(job_id)
     assert dead.state is JobState.DEAD and dead.finished_at is not None
     assert [e.error for e in dead.errors] == ["E1", "cancelled", "E2"]
@@ -97,7 +97,7 @@ def test_a_batch_with_a_stale_lease_writes_the_others_once_and_returns_only_thei
     first, second, third = claim(app, 3)
     app.backend.jobs_release([lease_of(second)])
     (second_again,) = claim(app, 1)  # a newer run holds it: the batch's lease for it is stale
-    outcomes = [Outcome(lease_of(j), JobState.PENDING, delay=60, error="E1", worker_id="w1") for j in (first, second, third)]
+    outcomes = [FinishParams(lease_of(j), JobState.PENDING, delay=60, error="E1", worker_id="w1") for j in (first, second, third)]
     assert sorted(app.backend.jobs_finish(outcomes)) == sorted([first.id, third.id])
     for job in (first, third):
         assert [e.error for e in app.admin.jobs.get(job.id).errors] == ["E1"]  # written once, not once per try
@@ -108,7 +108,7 @@ def test_a_batch_with_a_stale_lease_writes_the_others_once_and_returns_only_thei
 def test_zero_delay_retry_is_immediately_claimable(app: Conveyor) -> None:
     app.enqueue("plain", {})
     (job,) = claim(app)
-    app.backend.jobs_finish([Outcome(lease_of(job), JobState.PENDING, delay=0, error="flaky")])
+    app.backend.jobs_finish([FinishParams(lease_of(job), JobState.PENDING, delay=0, error="flaky")])
     (again,) = claim(app)
     assert again.id == job.id and again.attempt == 2
 
@@ -119,13 +119,13 @@ def test_writes_with_a_stale_lease_token_are_ignored(app: Conveyor) -> None:
     assert app.backend.jobs_rescue() == [first.id]
     (second,) = claim(app, worker="w2")
     assert second.lease_token == first.lease_token + 1
-    assert app.backend.jobs_finish([Outcome(lease_of(first), JobState.COMPLETED, children=(NewJob("plain", "{}"),))]) == []
+    assert app.backend.jobs_finish([FinishParams(lease_of(first), JobState.COMPLETED, children=(NewJob("plain", "{}"),))]) == []
     assert app.backend.leases_renew([lease_of(first)], 30) == []
     assert app.backend.jobs_release([lease_of(first)]) == 0
     assert app.backend.mark_put(lease_of(first), "step", None) is False
     assert app.admin.jobs.get(second.id).state is JobState.RUNNING
     assert app.admin.jobs.count() == 1  # the stale run's child was not inserted
-    assert app.backend.jobs_finish([Outcome(lease_of(second), JobState.COMPLETED)]) == [second.id]
+    assert app.backend.jobs_finish([FinishParams(lease_of(second), JobState.COMPLETED)]) == [second.id]
 
 
 def test_lease_renewal_extends_only_held_leases(app: Conveyor) -> None:

@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 
 from conveyor import Conveyor, JobState
-from conveyor.backends.base import ClaimLimit, ClaimParams, Lease, LimitKind, Outcome
+from conveyor.backends.base import ClaimLimit, ClaimParams, FinishParams, Lease, LimitKind
 from conveyor.ratelimit import QueuePolicy, RateLimit, claim_limits
 from conveyor.testing import wait_until
 
@@ -73,7 +73,7 @@ def test_a_concurrency_limit_counts_running_jobs_of_every_worker(app: Conveyor) 
     a = app.backend.jobs_claim(params(10, RUN2, worker="a"))
     assert [j.id for j in a] == ids[:2]
     assert app.backend.jobs_claim(params(10, RUN2, worker="b")) == []
-    app.backend.jobs_finish([Outcome(Lease(a[0].id, a[0].lease_token), JobState.COMPLETED)])
+    app.backend.jobs_finish([FinishParams(Lease(a[0].id, a[0].lease_token), JobState.COMPLETED)])
     b = app.backend.jobs_claim(params(10, RUN2, worker="b"))
     assert [j.id for j in b] == [ids[2]]
     assert app.admin.jobs.count(state="running") == 2
@@ -153,7 +153,7 @@ def test_retry_after_reads_seconds_and_http_dates() -> None:
     from datetime import UTC, datetime
 
     from conveyor.outcome import Snooze
-    from conveyor.ratelimit import RetryAfter, retry_after_seconds
+    from conveyor.ratelimit import Throttled, retry_after_seconds
 
     now = datetime(2030, 1, 1, 12, 0, 0, tzinfo=UTC)
     assert retry_after_seconds("120") == 120.0
@@ -162,5 +162,5 @@ def test_retry_after_reads_seconds_and_http_dates() -> None:
     assert retry_after_seconds("soon", default=7) == 7.0
     assert retry_after_seconds(None, default=9) == 9.0
     assert retry_after_seconds(timedelta(minutes=2)) == 120.0
-    snooze = RetryAfter("3")
+    snooze = Throttled("3")
     assert isinstance(snooze, Snooze) and snooze.seconds == 3.0

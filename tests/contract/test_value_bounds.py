@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from conveyor import Conveyor, RetryAfter, Snooze
+from conveyor import Conveyor, Snooze, Throttled
 from conveyor.errors import DeclarationError, OptionError, PayloadError
 from conveyor.outcome import MAX_ASKED_WAIT
 from conveyor.timeutil import MAX_DELAY
@@ -84,7 +84,7 @@ def test_a_snooze_out_of_bounds_is_refused_where_it_is_made(seconds: float) -> N
     [("inf", MAX_ASKED_WAIT), ("1e12", MAX_ASKED_WAIT), ("nan", 30.0), ("-inf", 0.0), (math.inf, MAX_ASKED_WAIT), (timedelta.max, MAX_ASKED_WAIT)],
 )
 def test_a_remote_retry_after_is_capped_like_the_others(header: Any, expected: float) -> None:
-    assert RetryAfter(header, default=30).seconds == expected
+    assert Throttled(header, default=30).seconds == expected
 
 
 @pytest.mark.parametrize("depth", [990, 995, 5000])

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from conveyor import Conveyor, JobState, RetryAfter, Snooze
+from conveyor import Conveyor, JobState, Snooze, Throttled
 from conveyor.outcome import MAX_ASKED_WAIT
 from conveyor.testing import running_worker, wait_until
 from conveyor.timeutil import MAX_DELAY
@@ -128,7 +128,7 @@ def test_a_poison_value_ends_its_job_alone_and_every_other_job_completes(app: Co
 def test_a_remote_retry_after_of_inf_snoozes_for_a_day_at_most(app: Conveyor) -> None:
     @app.job(max_attempts=1)
     def call_remote(p: dict) -> None:  # type: ignore[type-arg]
-        raise RetryAfter(p["header"])
+        raise Throttled(p["header"])
 
     ids = [app.enqueue("call_remote", {"header": h}) for h in ("inf", "1e12", "nan")]
     with running_worker(app):

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from conveyor.job import Job, JobError, JobState, job_from_fields
+from conveyor.job import FailedAttempt, Job, JobState, job_from_fields
 
 
 def sample() -> Job:
@@ -16,7 +16,7 @@ def sample() -> Job:
         id=7, type="send", queue="email", state=JobState.RUNNING, payload={"to": "a@b.c"}, priority=10, attempt=2,
         max_attempts=5, run_at=at, created_at=at, attempted_at=at, finished_at=None, lease_token=3, lease_expires_at=at,
         worker_id="w-1", timeout=30.0, unique_key="k", workflow_id="wf", parent_id=1, progress={"done": 1},
-        result=None, errors=(JobError(1, at, "boom"),), backoff="fixed:1", corrupt=None,
+        result=None, errors=(FailedAttempt(1, at, "boom"),), backoff="fixed:1", corrupt=None,
     )  # fmt: skip
 
 

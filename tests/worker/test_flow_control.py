@@ -17,7 +17,7 @@ from pydantic import BaseModel
 
 from conveyor import Conveyor, JobContext, JobState
 from conveyor.batch import BatchContext, BatchError
-from conveyor.ratelimit import RetryAfter
+from conveyor.ratelimit import Throttled
 from conveyor.testing import running_worker, wait_until
 from tests.worker import flowapp
 from tests.worker.processes import client_of, worker_env
@@ -178,7 +178,7 @@ def test_retry_after_reschedules_without_spending_an_attempt(app: Conveyor) -> N
     def call_api(p: dict, ctx: JobContext) -> str:  # type: ignore[type-arg]
         seen.append(time.monotonic())
         if len(seen) == 1:
-            raise RetryAfter("0.4")  # the remote answered 429 with Retry-After
+            raise Throttled("0.4")  # the remote answered 429 with Retry-After
         return "ok"
 
     job_id = app.enqueue("call_api", {})

@@ -225,7 +225,7 @@ def test_ctx_once_skips_finished_steps_on_retry(app: Conveyor, tmp_path: Path) -
         async def acharge() -> str:
             return charge(p["order"])
 
-        receipt = await ctx.once_async("charge", acharge)
+        receipt = await ctx.aonce("charge", acharge)
         if ctx.attempt == 1:
             raise ConnectionError("down")
         return str(receipt)

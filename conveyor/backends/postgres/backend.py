@@ -20,13 +20,13 @@ from conveyor.backends.base import (
     FINAL,
     JOB_COLUMNS,
     ClaimParams,
+    FinishParams,
     FireParams,
     Inserted,
     JobFilter,
     Lease,
     NewJob,
     NewSchedule,
-    Outcome,
     Salvaged,
     Schedule,
     WorkerInfo,
@@ -367,7 +367,7 @@ class PostgresBackend:
         with self._conn() as conn:
             conn.execute("ANALYZE conveyor_jobs")
 
-    def jobs_finish(self, outcomes: Sequence[Outcome]) -> list[int]:
+    def jobs_finish(self, outcomes: Sequence[FinishParams]) -> list[int]:
         if not outcomes:
             return []
         with self._conn() as conn:
@@ -396,7 +396,7 @@ class PostgresBackend:
                 conn.execute("SELECT pg_notify(%s, '')", (self.channel,))
         return [o.lease.job_id for o in outcomes if o.lease.job_id in won_set]
 
-    def _adopt(self, conn: psycopg.Connection[Any], o: Outcome) -> None:
+    def _adopt(self, conn: psycopg.Connection[Any], o: FinishParams) -> None:
         """Insert a completed run's children; a parent outside any workflow starts one named after itself."""
         children = o.children
         if any(c.workflow_id is None for c in children):

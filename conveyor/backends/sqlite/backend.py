@@ -20,13 +20,13 @@ from conveyor.backends.base import (
     FINAL,
     JOB_COLUMNS,
     ClaimParams,
+    FinishParams,
     FireParams,
     Inserted,
     JobFilter,
     Lease,
     NewJob,
     NewSchedule,
-    Outcome,
     Schedule,
     WorkerInfo,
     claimed,
@@ -401,7 +401,7 @@ class SQLiteBackend:
         ).fetchall()
         return "\n".join(str(r[-1]) for r in rows)
 
-    def jobs_finish(self, outcomes: Sequence[Outcome]) -> list[int]:
+    def jobs_finish(self, outcomes: Sequence[FinishParams]) -> list[int]:
         if not outcomes:
             return []
         batch = json.dumps(
@@ -422,7 +422,7 @@ class SQLiteBackend:
         return won
 
     @staticmethod
-    def _finish_rows(conn: sqlite3.Connection, batch: str, outcomes: Sequence[Outcome]) -> set[int]:
+    def _finish_rows(conn: sqlite3.Connection, batch: str, outcomes: Sequence[FinishParams]) -> set[int]:
         """Write the batch; the ids whose lease held. Commonly every lease held, which the count of
         changed rows shows without stepping through a returned row per job (each step hands the GIL
         to the event loop and waits to get it back); otherwise the batch is written again, returning
@@ -436,7 +436,7 @@ class SQLiteBackend:
         conn.execute("RELEASE finish")
         return won
 
-    def _adopt(self, conn: sqlite3.Connection, o: Outcome) -> None:
+    def _adopt(self, conn: sqlite3.Connection, o: FinishParams) -> None:
         """Insert a completed run's children; a parent outside any workflow starts one named after itself."""
         children = o.children
         if any(c.workflow_id is None for c in children):
