@@ -31,7 +31,8 @@ cutoff = datetime.now(timezone.utc)
 
 
 class Provider:
-    def send_many(self, emails: list[Any]) -> dict[int, str]: ...
+    def send_many(self, emails: list[Any]) -> dict[int, str]:
+        return {}
 
 
 provider = Provider()
@@ -40,7 +41,8 @@ provider = Provider()
 def notify_admin(job_type: str, job_id: int, error: str | None) -> None: ...
 
 
-def smtp_send(to: str) -> str: ...
+def smtp_send(to: str) -> str:
+    return "receipt"
 
 
 '''

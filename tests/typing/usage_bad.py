@@ -1,4 +1,4 @@
-"""Wrong use of job handles: each line marked ``# E: code`` must be reported by ``mypy --strict``, nothing else."""
+"""Wrong use of job handles: every line marked with an expected error code must be reported by ``mypy --strict``, nothing else."""
 
 from __future__ import annotations
 
