@@ -353,7 +353,7 @@ class PostgresBackend:
             return fetch_rows(cur)
 
     def explain_claim(self, queues: Sequence[str]) -> str:
-        """The query plan of the claim's row selection (for tests and ``conveyor doctor``)."""
+        """The query plan of the claim's row selection (read by the plan tests in tests/contract)."""
         with self._conn() as conn:
             rows = conn.execute(
                 "EXPLAIN SELECT c.id FROM unnest(%s::text[]) AS q(name), LATERAL (SELECT id, priority FROM conveyor_jobs "

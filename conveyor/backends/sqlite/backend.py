@@ -393,7 +393,7 @@ class SQLiteBackend:
         return rows
 
     def explain_claim(self, queues: Sequence[str]) -> str:
-        """The query plan of the claim's row selection (for tests and ``conveyor doctor``)."""
+        """The query plan of the claim's row selection (read by the plan tests in tests/contract)."""
         rows = self.conn.execute(
             "EXPLAIN QUERY PLAN SELECT id FROM conveyor_jobs WHERE state = 'pending' AND queue = ? "
             "ORDER BY priority DESC, id LIMIT 10",
