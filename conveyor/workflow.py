@@ -19,7 +19,7 @@ from typing import Any, Literal, Protocol
 
 from conveyor.backends.base import Dependency
 from conveyor.errors import UnknownJobType, WorkflowError
-from conveyor.job import Job
+from conveyor.job import FINISHED_STATES, Job
 
 OnFailure = Literal["cancel", "continue"]
 
@@ -212,7 +212,7 @@ WorkflowState = Literal["running", "completed", "failed", "cancelled"]
 def overall_state(states: Iterable[str]) -> WorkflowState:
     """Running while any job is unfinished; then failed if any died, cancelled if any was cancelled."""
     seen = set(states)
-    if seen - {"completed", "dead", "cancelled"}:
+    if seen - FINISHED_STATES:
         return "running"
     if "dead" in seen:
         return "failed"

@@ -10,17 +10,17 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from conveyor.deprecation import renamed
 from conveyor.errors import WorkflowError
-from conveyor.job import FailedAttempt, Job, JobState, job_from_fields
+from conveyor.job import FINISHED_STATES, FailedAttempt, Job, JobState, job_from_fields
 
-FINAL = frozenset({JobState.COMPLETED, JobState.DEAD, JobState.CANCELLED})
-"""States that end a job, and so may wake or cancel its dependents."""
+FINISHED_SQL = "(" + ",".join(f"'{state.value}'" for state in sorted(FINISHED_STATES)) + ")"
+"""``FINISHED_STATES`` (conveyor/job.py, the one definition) as an SQL list: ``state IN {FINISHED_SQL}``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -437,6 +437,17 @@ JOB_COLUMNS = (
 )
 """The columns every job read selects, in the order the backends' row readers expect."""
 
+
+
+def adoption(finish: FinishParams) -> tuple[str | None, tuple[NewJob, ...]]:
+    """What adopting a completed run's children means, for every backend: the workflow id to give
+    the parent if it has none (a parent outside any workflow starts one named after itself, so its
+    children and theirs are one workflow), and the children to insert with their workflow set."""
+    children = finish.children
+    if all(c.workflow_id is not None for c in children):
+        return None, children
+    root = str(finish.lease.job_id)
+    return root, tuple(replace(c, workflow_id=root) if c.workflow_id is None else c for c in children)
 
 if TYPE_CHECKING:
     Outcome = FinishParams  # deprecated name: ``Outcome`` is the run's result (conveyor/outcome.py); one release

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from conveyor.job import JobState
+from conveyor.job import FINISHED_STATES, JobState
 
 if TYPE_CHECKING:
     from conveyor.backends.base import Backend
@@ -193,7 +193,7 @@ def summarise_workflows(order: list[str], rows: list[tuple[Any, ...]]) -> list[W
         a = acc[workflow_id]
         a["states"][state] = int(count)
         a["created"] = created if a["created"] is None else min(a["created"], created)
-        if state not in ("completed", "dead", "cancelled"):
+        if state not in FINISHED_STATES:
             a["open"] = True
         elif finished is not None:
             a["finished"] = finished if a["finished"] is None else max(a["finished"], finished)

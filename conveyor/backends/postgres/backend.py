@@ -7,7 +7,6 @@ import logging
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -17,7 +16,7 @@ from psycopg_pool import ConnectionPool
 
 from conveyor.backends import migrate
 from conveyor.backends.base import (
-    FINAL,
+    FINISHED_SQL,
     JOB_COLUMNS,
     ClaimParams,
     FinishParams,
@@ -30,6 +29,7 @@ from conveyor.backends.base import (
     Salvaged,
     Schedule,
     WorkerInfo,
+    adoption,
     claimed,
     corrupt_reason,
     dependency_ids,
@@ -38,16 +38,17 @@ from conveyor.backends.base import (
     read_state,
     salvaged_job,
 )
+from conveyor.backends.listeners import Listeners
 from conveyor.backends.postgres import flow, graph
 from conveyor.backends.postgres.rows import fetch_rows
 from conveyor.errors import BackendError, BackendUnavailable
-from conveyor.job import Job, JobState, job_from_fields
+from conveyor.job import FINISHED_STATES, Job, JobState, job_from_fields
 
 log = logging.getLogger("conveyor.postgres")
 
 CHANNEL = "conveyor_jobs"  # plus a hash of the schema: apps in other schemas do not wake each other
 MIGRATION_LOCK = 7_261_001  # pg_advisory_xact_lock key that serialises concurrent migrators
-FINISHED = "('completed','dead','cancelled')"
+FINISHED = FINISHED_SQL
 J_COLUMNS = ", ".join(f"j.{c.strip()}" for c in JOB_COLUMNS.split(","))
 
 INSERT_JOBS = """
@@ -143,9 +144,7 @@ class PostgresBackend:
             self.pool.open(wait=False)
         except psycopg.Error as exc:
             raise BackendUnavailable(f"PostgreSQL: {exc}") from exc
-        self._listeners: list[Callable[[], None]] = []
-        self._listen_lock = threading.Lock()
-        self._listen_thread: threading.Thread | None = None
+        self._listeners = Listeners("conveyor-listen", self._listen_loop)
         self._closing = threading.Event()
         self._migrated = False
         self._migrate_lock = threading.Lock()
@@ -176,8 +175,9 @@ class PostgresBackend:
 
     def close(self) -> None:
         self._closing.set()
-        if self._listen_thread is not None:
-            self._listen_thread.join(timeout=5)
+        listening = self._listeners.detach()
+        if listening is not None:
+            listening.join(timeout=5)
         self.pool.close()
 
     def now(self) -> datetime:
@@ -391,18 +391,16 @@ class PostgresBackend:
             for o in outcomes:
                 if o.children and o.lease.job_id in won_set:
                     self._adopt(conn, o)
-            woke = graph.resolve(conn, [o.lease.job_id for o in outcomes if o.lease.job_id in won_set and o.state in FINAL])
+            woke = graph.resolve(conn, [o.lease.job_id for o in outcomes if o.lease.job_id in won_set and o.state in FINISHED_STATES])
             if woke or any(o.state is JobState.PENDING and o.delay <= 0 for o in outcomes):
                 conn.execute("SELECT pg_notify(%s, '')", (self.channel,))
         return [o.lease.job_id for o in outcomes if o.lease.job_id in won_set]
 
     def _adopt(self, conn: psycopg.Connection[Any], o: FinishParams) -> None:
-        """Insert a completed run's children; a parent outside any workflow starts one named after itself."""
-        children = o.children
-        if any(c.workflow_id is None for c in children):
-            root = str(o.lease.job_id)
+        """Insert a completed run's children (see ``adoption``)."""
+        root, children = adoption(o)
+        if root is not None:
             conn.execute("UPDATE conveyor_jobs SET workflow_id = %s WHERE id = %s AND workflow_id IS NULL", (root, o.lease.job_id))
-            children = tuple(replace(c, workflow_id=root) if c.workflow_id is None else c for c in children)
         self._insert(conn, children)
 
     def leases_renew(self, leases: Sequence[Lease], seconds: float) -> list[int]:
@@ -631,18 +629,7 @@ class PostgresBackend:
 
     def listen(self, callback: Callable[[], None]) -> Callable[[], None]:
         """Call ``callback`` on every NOTIFY from an enqueue anywhere (one LISTEN connection)."""
-        with self._listen_lock:
-            self._listeners.append(callback)
-            if self._listen_thread is None:
-                self._listen_thread = threading.Thread(target=self._listen_loop, name="conveyor-listen", daemon=True)
-                self._listen_thread.start()
-
-        def stop() -> None:
-            with self._listen_lock:
-                if callback in self._listeners:
-                    self._listeners.remove(callback)
-
-        return stop
+        return self._listeners.add(callback)
 
     def _listen_loop(self) -> None:
         delay = 0.1
@@ -663,8 +650,7 @@ class PostgresBackend:
                 delay = min(delay * 2, 5.0)
 
     def _fire(self) -> None:
-        for callback in list(self._listeners):
-            callback()
+        self._listeners.wake()
 
     # -- rows ---------------------------------------------------------------------------
 

@@ -98,7 +98,7 @@ class PostgresInsights:
 
     def stats_snapshot(self, params: SnapshotParams) -> Snapshot:
         last = int(params.window // params.bucket) - 1
-        with self.backend._conn() as conn:
+        with self.backend.transaction() as conn:
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
             now: datetime = self._one(conn, "SELECT now()")
             start = now - timedelta(seconds=params.window)
@@ -121,7 +121,7 @@ class PostgresInsights:
     # -- audit --------------------------------------------------------------------------
 
     def audit_record(self, entry: NewAuditEntry) -> int:
-        with self.backend._conn() as conn:
+        with self.backend.transaction() as conn:
             return int(
                 self._one(
                     conn,
@@ -131,7 +131,7 @@ class PostgresInsights:
             )
 
     def audit_list(self, limit: int = 100, before_id: int | None = None) -> list[AuditEntry]:
-        with self.backend._conn() as conn:
+        with self.backend.transaction() as conn:
             rows = conn.execute(
                 "SELECT id, at, actor, action, target, detail FROM conveyor_audit WHERE id < %s ORDER BY id DESC LIMIT %s",
                 (before_id if before_id is not None else 2**62, limit),
@@ -141,7 +141,7 @@ class PostgresInsights:
     # -- retention ----------------------------------------------------------------------
 
     def jobs_prune(self, params: PruneParams) -> int:
-        with self.backend._conn() as conn:
+        with self.backend.transaction() as conn:
             now: datetime = self._one(conn, "SELECT now()")
             ids = self._prunable_ids(conn, now, params)
             if not ids:
@@ -178,7 +178,7 @@ class PostgresInsights:
 
     def jobs_prunable(self, params: PruneParams) -> int:
         total = 0
-        with self.backend._conn() as conn:
+        with self.backend.transaction() as conn:
             now: datetime = self._one(conn, "SELECT now()")
             for state, age in ((JobState.COMPLETED, params.completed_older_than), (JobState.CANCELLED, params.cancelled_older_than)):
                 if age is not None:
@@ -195,7 +195,7 @@ class PostgresInsights:
         return total
 
     def workers_forget(self, older_than: float) -> int:
-        with self.backend._conn() as conn:
+        with self.backend.transaction() as conn:
             return conn.execute(
                 "DELETE FROM conveyor_workers WHERE heartbeat_at < now() - make_interval(secs => %s)", (older_than,)
             ).rowcount
@@ -203,7 +203,7 @@ class PostgresInsights:
     # -- workflows ----------------------------------------------------------------------
 
     def workflows_recent(self, limit: int = 50) -> list[WorkflowSummary]:
-        with self.backend._conn() as conn:
+        with self.backend.transaction() as conn:
             ids = [r[0] for r in conn.execute(RECENT_WORKFLOWS, (limit,))]
             if not ids:
                 return []

@@ -9,7 +9,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import replace
 from datetime import datetime
 from operator import attrgetter
 from typing import Any
@@ -17,7 +16,7 @@ from urllib.parse import unquote, urlsplit
 
 from conveyor.backends import migrate
 from conveyor.backends.base import (
-    FINAL,
+    FINISHED_SQL,
     JOB_COLUMNS,
     ClaimParams,
     FinishParams,
@@ -29,6 +28,7 @@ from conveyor.backends.base import (
     NewSchedule,
     Schedule,
     WorkerInfo,
+    adoption,
     claimed,
     corrupt_reason,
     dependency_ids,
@@ -37,15 +37,16 @@ from conveyor.backends.base import (
     read_state,
     salvaged_job,
 )
+from conveyor.backends.listeners import Listeners
 from conveyor.backends.sqlite import flow, graph
+from conveyor.backends.sqlite.clock import NOW
 from conveyor.errors import BackendError, BackendUnavailable, ConfigError
-from conveyor.job import Job, JobState, job_from_fields
+from conveyor.job import FINISHED_STATES, Job, JobState, job_from_fields
 from conveyor.timeutil import epoch_memo, from_epoch, to_epoch
 
-NOW = "((julianday('now') - 2440587.5) * 86400.0)"
 """The database's clock in epoch seconds (``unixepoch('subsec')`` returns NULL on SQLite 3.40)."""
 
-FINISHED = "('completed','dead','cancelled')"
+FINISHED = FINISHED_SQL
 
 WATCH_INTERVAL = 0.005
 """Seconds between looks at another process's commits (PRAGMA data_version) by a listening worker."""
@@ -157,8 +158,7 @@ class SQLiteBackend:
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
-        self._listeners: list[Callable[[], None]] = []
-        self._watcher: threading.Thread | None = None
+        self._listeners = Listeners("conveyor-sqlite-watch", self._watch)
         self._closing = threading.Event()
         self._migrated = False
         self._migrate_lock = threading.Lock()
@@ -236,7 +236,7 @@ class SQLiteBackend:
         self._notify()
 
     def close(self) -> None:
-        watcher, self._watcher = self._watcher, None
+        watcher = self._listeners.detach()
         if watcher is not None:
             self._closing.set()
             watcher.join(timeout=5)
@@ -416,7 +416,7 @@ class SQLiteBackend:
             for o in outcomes:
                 if o.children and o.lease.job_id in won_set:
                     self._adopt(conn, o)
-            woke = graph.resolve(conn, [o.lease.job_id for o in outcomes if o.lease.job_id in won_set and o.state in FINAL])
+            woke = graph.resolve(conn, [o.lease.job_id for o in outcomes if o.lease.job_id in won_set and o.state in FINISHED_STATES])
         if woke or any(o.children or o.state is JobState.PENDING for o in outcomes):
             self._notify()
         return won
@@ -437,12 +437,10 @@ class SQLiteBackend:
         return won
 
     def _adopt(self, conn: sqlite3.Connection, o: FinishParams) -> None:
-        """Insert a completed run's children; a parent outside any workflow starts one named after itself."""
-        children = o.children
-        if any(c.workflow_id is None for c in children):
-            root = str(o.lease.job_id)
+        """Insert a completed run's children (see ``adoption``)."""
+        root, children = adoption(o)
+        if root is not None:
             conn.execute("UPDATE conveyor_jobs SET workflow_id = ? WHERE id = ? AND workflow_id IS NULL", (root, o.lease.job_id))
-            children = tuple(replace(c, workflow_id=root) if c.workflow_id is None else c for c in children)
         self._insert(conn, children)
 
     def leases_renew(self, leases: Sequence[Lease], seconds: float) -> list[int]:
@@ -681,18 +679,7 @@ class SQLiteBackend:
     def listen(self, callback: Callable[[], None]) -> Callable[[], None]:
         """Wake ``callback`` when jobs may be due: at once for an enqueue from this process, and
         within ``WATCH_INTERVAL`` for a commit from any other process (``PRAGMA data_version``)."""
-        with self._lock:
-            self._listeners.append(callback)
-            if self._watcher is None:
-                self._watcher = threading.Thread(target=self._watch, name="conveyor-sqlite-watch", daemon=True)
-                self._watcher.start()
-
-        def stop() -> None:
-            with self._lock:
-                if callback in self._listeners:
-                    self._listeners.remove(callback)
-
-        return stop
+        return self._listeners.add(callback)
 
     def _watch(self) -> None:
         """Poll the file's commit counter: a few microseconds every few milliseconds, no write lock."""
@@ -719,8 +706,7 @@ class SQLiteBackend:
             conn.close()
 
     def _notify(self) -> None:
-        for callback in list(self._listeners):
-            callback()
+        self._listeners.wake()
 
     # -- rows ---------------------------------------------------------------------------
 

@@ -24,9 +24,9 @@ from conveyor.backends.base import (
     NewSchedule,
     Schedule,
 )
+from conveyor.backends.sqlite.clock import NOW
 from conveyor.timeutil import from_epoch, to_epoch
 
-NOW = "((julianday('now') - 2440587.5) * 86400.0)"
 CANDIDATE = "SELECT id, type, queue, priority, run_at FROM conveyor_jobs"
 SCHEDULE_COLUMNS = "name, expression, tz, job_type, payload, options, missed, enabled, paused, next_fire_at, last_fire_at, last_job_id"
 

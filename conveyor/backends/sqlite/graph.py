@@ -8,8 +8,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from conveyor.backends.base import NewJob
+from conveyor.backends.sqlite.clock import NOW
 
-NOW = "((julianday('now') - 2440587.5) * 86400.0)"
 SATISFIED = "(p.state = 'completed' OR (d.on_failure = 'continue' AND p.state IN ('dead', 'cancelled')))"
 
 CANCEL_DEPENDENTS = f"""

@@ -21,7 +21,8 @@ from conveyor.backends.insights import (
     WorkflowSummary,
     summarise_workflows,
 )
-from conveyor.backends.sqlite.backend import NOW, SQLiteBackend
+from conveyor.backends.sqlite.backend import SQLiteBackend
+from conveyor.backends.sqlite.clock import NOW
 from conveyor.errors import BackendError
 from conveyor.job import JobState
 from conveyor.timeutil import from_epoch
@@ -103,7 +104,7 @@ class SQLiteInsights:
                 conn.execute("COMMIT")
 
     def _write(self) -> AbstractContextManager[sqlite3.Connection]:
-        return self.backend._write()  # one write transaction shape for the whole backend
+        return self.backend.transaction()  # the backend's public write transaction, one shape for all
 
     # -- stats --------------------------------------------------------------------------
 
