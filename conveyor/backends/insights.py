@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
@@ -114,6 +114,53 @@ class PruneParams:
     cancelled_older_than: float | None = None
     keep_completed_per_type: int | None = None
     limit: int = 1000  # rows per batch (one short transaction)
+
+
+class RetentionQueries(Protocol):
+    """The lookups retention needs, in one backend's SQL, inside one open transaction ("now" fixed)."""
+
+    def finished_before(self, state: JobState, age: float, limit: int) -> list[int]:
+        """Ids of jobs in ``state`` that finished over ``age`` seconds ago, oldest first."""
+        ...
+
+    def count_finished_before(self, state: JobState, age: float) -> int: ...
+
+    def completed_types(self) -> Iterator[str]:
+        """Each job type that has completed jobs."""
+        ...
+
+    def beyond_newest(self, job_type: str, keep: int, limit: int) -> list[int]:
+        """Ids of completed jobs of ``job_type`` older than its newest ``keep``."""
+        ...
+
+    def count_beyond_newest(self, job_type: str, keep: int) -> int: ...
+
+
+def retention_plan(queries: RetentionQueries, params: PruneParams) -> list[int]:
+    """The next batch ``prune`` deletes, for every backend: completed and cancelled jobs past their
+    age first, then completed jobs beyond the newest N of their type; at most ``params.limit``."""
+    ids: list[int] = []
+    for state, age in ((JobState.COMPLETED, params.completed_older_than), (JobState.CANCELLED, params.cancelled_older_than)):
+        if age is not None and len(ids) < params.limit:
+            ids += queries.finished_before(state, age, params.limit - len(ids))
+    if params.keep_completed_per_type is not None:
+        for job_type in queries.completed_types():
+            if len(ids) >= params.limit:
+                break
+            ids += queries.beyond_newest(job_type, params.keep_completed_per_type, params.limit - len(ids))
+    return list(dict.fromkeys(ids))[: params.limit]
+
+
+def retention_count(queries: RetentionQueries, params: PruneParams) -> int:
+    """How many jobs the policy would remove now (a job past both rules may be counted twice)."""
+    total = 0
+    for state, age in ((JobState.COMPLETED, params.completed_older_than), (JobState.CANCELLED, params.cancelled_older_than)):
+        if age is not None:
+            total += queries.count_finished_before(state, age)
+    if params.keep_completed_per_type is not None:
+        for job_type in list(queries.completed_types()):
+            total += queries.count_beyond_newest(job_type, params.keep_completed_per_type)
+    return total
 
 
 @dataclass(frozen=True, slots=True)

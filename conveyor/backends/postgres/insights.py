@@ -22,6 +22,8 @@ from conveyor.backends.insights import (
     SnapshotParams,
     StateCount,
     WorkflowSummary,
+    retention_count,
+    retention_plan,
     summarise_workflows,
 )
 from conveyor.backends.postgres.backend import PostgresBackend
@@ -142,8 +144,7 @@ class PostgresInsights:
 
     def jobs_prune(self, params: PruneParams) -> int:
         with self.backend.transaction() as conn:
-            now: datetime = self._one(conn, "SELECT now()")
-            ids = self._prunable_ids(conn, now, params)
+            ids = retention_plan(PostgresRetention(conn), params)
             if not ids:
                 return 0
             conn.execute("DELETE FROM conveyor_marks WHERE job_id = ANY(%s)", (ids,))
@@ -151,48 +152,9 @@ class PostgresInsights:
                 "DELETE FROM conveyor_jobs WHERE id = ANY(%s) AND state IN ('completed', 'cancelled')", (ids,)
             ).rowcount
 
-    def _prunable_ids(self, conn: psycopg.Connection[Any], now: datetime, params: PruneParams) -> list[int]:
-        ids: list[int] = []
-        for state, age in ((JobState.COMPLETED, params.completed_older_than), (JobState.CANCELLED, params.cancelled_older_than)):
-            if age is not None and len(ids) < params.limit:
-                cutoff = now - timedelta(seconds=age)
-                ids += [r[0] for r in conn.execute(OLD_FINISHED, (cutoff, state.value, params.limit - len(ids)))]
-        if params.keep_completed_per_type is not None:
-            for job_type in self._completed_types(conn):
-                if len(ids) >= params.limit:
-                    break
-                nth = conn.execute(NTH_NEWEST, (job_type, params.keep_completed_per_type)).fetchone()
-                if nth is not None:
-                    ids += [r[0] for r in conn.execute(OLDER_OF_TYPE, (job_type, nth[0], nth[1], params.limit - len(ids)))]
-        return list(dict.fromkeys(ids))[: params.limit]
-
-    def _completed_types(self, conn: psycopg.Connection[Any]) -> Iterator[str]:
-        """Each type with completed jobs, by one index seek per type (a loose index scan)."""
-        last = ""
-        while True:
-            found = self._one(conn, NEXT_COMPLETED_TYPE, (last,))
-            if found is None:
-                return
-            last = found
-            yield last
-
     def jobs_prunable(self, params: PruneParams) -> int:
-        total = 0
         with self.backend.transaction() as conn:
-            now: datetime = self._one(conn, "SELECT now()")
-            for state, age in ((JobState.COMPLETED, params.completed_older_than), (JobState.CANCELLED, params.cancelled_older_than)):
-                if age is not None:
-                    total += int(self._one(
-                        conn,
-                        "SELECT count(*) FROM conveyor_jobs WHERE finished_at < %s AND state = %s",
-                        (now - timedelta(seconds=age), state.value),
-                    ))
-            if params.keep_completed_per_type is not None:
-                for job_type in list(self._completed_types(conn)):
-                    nth = conn.execute(NTH_NEWEST, (job_type, params.keep_completed_per_type)).fetchone()
-                    if nth is not None:
-                        total += int(self._one(conn, COUNT_OLDER_OF_TYPE, (job_type, nth[0], nth[1])))
-        return total
+            return retention_count(PostgresRetention(conn), params)
 
     def workers_forget(self, older_than: float) -> int:
         with self.backend.transaction() as conn:
@@ -213,6 +175,48 @@ class PostgresInsights:
                 (ids,),
             ).fetchall()
         return summarise_workflows(ids, [tuple(r) for r in rows])
+
+
+
+class PostgresRetention:
+    """``RetentionQueries`` in PostgreSQL's SQL, on one open transaction."""
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self.conn = conn
+        self.now: datetime = self._one("SELECT now()")
+
+    def _one(self, sql: str, args: Any = None) -> Any:
+        row = self.conn.execute(sql, args).fetchone()
+        return None if row is None else row[0]
+
+    def finished_before(self, state: JobState, age: float, limit: int) -> list[int]:
+        return [r[0] for r in self.conn.execute(OLD_FINISHED, (self.now - timedelta(seconds=age), state.value, limit))]
+
+    def count_finished_before(self, state: JobState, age: float) -> int:
+        sql = "SELECT count(*) FROM conveyor_jobs WHERE finished_at < %s AND state = %s"
+        return int(self._one(sql, (self.now - timedelta(seconds=age), state.value)))
+
+    def completed_types(self) -> Iterator[str]:
+        """By one index seek per type (a loose index scan)."""
+        last = ""
+        while True:
+            found = self._one(NEXT_COMPLETED_TYPE, (last,))
+            if found is None:
+                return
+            last = found
+            yield last
+
+    def beyond_newest(self, job_type: str, keep: int, limit: int) -> list[int]:
+        nth = self.conn.execute(NTH_NEWEST, (job_type, keep)).fetchone()
+        if nth is None:
+            return []
+        return [r[0] for r in self.conn.execute(OLDER_OF_TYPE, (job_type, nth[0], nth[1], limit))]
+
+    def count_beyond_newest(self, job_type: str, keep: int) -> int:
+        nth = self.conn.execute(NTH_NEWEST, (job_type, keep)).fetchone()
+        if nth is None:
+            return 0
+        return int(self._one(COUNT_OLDER_OF_TYPE, (job_type, nth[0], nth[1])))
 
 
 def jsonb_dumps(value: Any) -> str:

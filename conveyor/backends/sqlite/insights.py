@@ -19,6 +19,8 @@ from conveyor.backends.insights import (
     SnapshotParams,
     StateCount,
     WorkflowSummary,
+    retention_count,
+    retention_plan,
     summarise_workflows,
 )
 from conveyor.backends.sqlite.backend import SQLiteBackend
@@ -150,8 +152,7 @@ class SQLiteInsights:
 
     def jobs_prune(self, params: PruneParams) -> int:
         with self._write() as conn:
-            now = float(conn.execute(f"SELECT {NOW}").fetchone()[0])
-            ids = self._prunable_ids(conn, now, params)
+            ids = retention_plan(SQLiteRetention(conn), params)
             if not ids:
                 return 0
             marks = ",".join("?" * len(ids))
@@ -160,47 +161,9 @@ class SQLiteInsights:
                 f"DELETE FROM conveyor_jobs WHERE id IN ({marks}) AND state IN ('completed', 'cancelled')", ids
             ).rowcount
 
-    def _prunable_ids(self, conn: sqlite3.Connection, now: float, params: PruneParams) -> list[int]:
-        ids: list[int] = []
-        for state, age in ((JobState.COMPLETED, params.completed_older_than), (JobState.CANCELLED, params.cancelled_older_than)):
-            if age is not None and len(ids) < params.limit:
-                args = {"cutoff": now - age, "state": state.value, "limit": params.limit - len(ids)}
-                ids += [r[0] for r in conn.execute(OLD_FINISHED, args)]
-        if params.keep_completed_per_type is not None:
-            for job_type in self._completed_types(conn):
-                if len(ids) >= params.limit:
-                    break
-                nth = conn.execute(NTH_NEWEST, (job_type, params.keep_completed_per_type)).fetchone()
-                if nth is not None:
-                    ids += [r[0] for r in conn.execute(OLDER_OF_TYPE, (job_type, nth[0], nth[0], nth[1], params.limit - len(ids)))]
-        return list(dict.fromkeys(ids))[: params.limit]
-
-    @staticmethod
-    def _completed_types(conn: sqlite3.Connection) -> Iterator[str]:
-        """Each type with completed jobs, by one index seek per type (a loose index scan)."""
-        last = ""
-        while True:
-            row = conn.execute(NEXT_COMPLETED_TYPE, (last,)).fetchone()
-            if row is None or row[0] is None:
-                return
-            last = row[0]
-            yield last
-
     def jobs_prunable(self, params: PruneParams) -> int:
         with self._read() as conn:
-            now = float(conn.execute(f"SELECT {NOW}").fetchone()[0])
-            total = 0
-            for state, age in ((JobState.COMPLETED, params.completed_older_than), (JobState.CANCELLED, params.cancelled_older_than)):
-                if age is not None:
-                    total += int(conn.execute(
-                        "SELECT count(*) FROM conveyor_jobs WHERE finished_at < ? AND state = ?", (now - age, state.value)
-                    ).fetchone()[0])
-            if params.keep_completed_per_type is not None:
-                for job_type in self._completed_types(conn):
-                    nth = conn.execute(NTH_NEWEST, (job_type, params.keep_completed_per_type)).fetchone()
-                    if nth is not None:
-                        total += int(conn.execute(COUNT_OLDER_OF_TYPE, (job_type, nth[0], nth[0], nth[1])).fetchone()[0])
-            return total
+            return retention_count(SQLiteRetention(conn), params)
 
     def workers_forget(self, older_than: float) -> int:
         with self._write() as conn:
@@ -221,3 +184,39 @@ class SQLiteInsights:
             ).fetchall()
         return summarise_workflows(ids, [(r[0], r[1], r[2], from_epoch(r[3]), None if r[4] is None else from_epoch(r[4])) for r in rows])
 
+
+class SQLiteRetention:
+    """``RetentionQueries`` in SQLite's SQL, on one open transaction."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self.now = float(conn.execute(f"SELECT {NOW}").fetchone()[0])
+
+    def finished_before(self, state: JobState, age: float, limit: int) -> list[int]:
+        return [r[0] for r in self.conn.execute(OLD_FINISHED, {"cutoff": self.now - age, "state": state.value, "limit": limit})]
+
+    def count_finished_before(self, state: JobState, age: float) -> int:
+        sql = "SELECT count(*) FROM conveyor_jobs WHERE finished_at < ? AND state = ?"
+        return int(self.conn.execute(sql, (self.now - age, state.value)).fetchone()[0])
+
+    def completed_types(self) -> Iterator[str]:
+        """By one index seek per type (a loose index scan)."""
+        last = ""
+        while True:
+            row = self.conn.execute(NEXT_COMPLETED_TYPE, (last,)).fetchone()
+            if row is None or row[0] is None:
+                return
+            last = row[0]
+            yield last
+
+    def beyond_newest(self, job_type: str, keep: int, limit: int) -> list[int]:
+        nth = self.conn.execute(NTH_NEWEST, (job_type, keep)).fetchone()
+        if nth is None:
+            return []
+        return [r[0] for r in self.conn.execute(OLDER_OF_TYPE, (job_type, nth[0], nth[0], nth[1], limit))]
+
+    def count_beyond_newest(self, job_type: str, keep: int) -> int:
+        nth = self.conn.execute(NTH_NEWEST, (job_type, keep)).fetchone()
+        if nth is None:
+            return 0
+        return int(self.conn.execute(COUNT_OLDER_OF_TYPE, (job_type, nth[0], nth[0], nth[1])).fetchone()[0])
