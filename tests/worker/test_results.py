@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+import warnings
 from datetime import UTC, datetime
 from decimal import Decimal
 from enum import Enum
@@ -137,3 +138,17 @@ def test_encoding_follows_pydantic_and_refuses_what_has_no_json_form() -> None:
 
 class Widget:
     """An object pydantic has no JSON form for."""
+
+
+def test_the_old_name_once_async_still_works_and_warns(app: Conveyor) -> None:
+    @app.job()
+    async def old_style(p: dict, ctx: JobContext) -> list[object]:  # type: ignore[type-arg]
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            value = await ctx.once_async("step", lambda: Decimal("1.5"))
+        return [str(w.message) for w in caught if w.category is DeprecationWarning] + [value]
+
+    job_id = old_style.enqueue({})
+    with running_worker(app):
+        wait_until(lambda: finished(app, job_id), message="the job to finish")
+    assert app.get_job(job_id).result == ["ctx.once_async is deprecated and goes in the next release; use ctx.aonce", "1.5"]
