@@ -75,7 +75,7 @@ class Conveyor:
     >>> app = Conveyor("sqlite:///shop.db")
     >>> @app.job(queue="email", max_attempts=5, timeout=30)
     ... async def send_confirmation(p: Confirmation, ctx) -> None: ...
-    >>> app.enqueue("send_confirmation", {"order_id": "o1"}, priority=Priority.HIGH)
+    >>> send_confirmation.enqueue(Confirmation(order_id="o1"), priority=Priority.HIGH)  # or by name: app.enqueue("send_confirmation", {...})
     """
 
     def __init__(self, database_url: str | None = None, **settings: Any) -> None:
