@@ -7,7 +7,6 @@ import hashlib
 import json
 import threading
 import uuid
-import warnings
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -29,6 +28,7 @@ from conveyor.backends.insights import (
 from conveyor.config import Settings
 from conveyor.cron import CronSpec
 from conveyor.cron import declare as declare_cron
+from conveyor.deprecation import deprecated
 from conveyor.errors import DeclarationError
 from conveyor.events import EventName, Events, JobEvent
 from conveyor.handle import BatchDeclaration, Declaration
@@ -429,11 +429,6 @@ class Conveyor:
 
 LEGACY_ACTOR = "app"
 """The actor the deprecated facade methods record in the audit log (``app.admin`` takes one)."""
-
-
-def deprecated(old: str, new: str) -> None:
-    """Warn a caller of an old facade method, pointing at the line that called it."""
-    warnings.warn(f"{old} is deprecated and goes in the next release; use {new}", DeprecationWarning, stacklevel=3)
 
 
 def new_workflow_id() -> str:

@@ -31,7 +31,7 @@ ISSUED = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
 
 
 def finished(app: Conveyor, job_id: int) -> bool:
-    return app.get_job(job_id).finished
+    return app.admin.jobs.get(job_id).finished
 
 
 def test_datetime_decimal_and_model_results_round_trip_as_json_and_a_set_fails_the_run(app: Conveyor) -> None:
@@ -54,7 +54,7 @@ def test_datetime_decimal_and_model_results_round_trip_as_json_and_a_set_fails_t
     ids = [handle.enqueue({}) for handle in (when, amount, invoice, tags)]
     with running_worker(app):
         wait_until(lambda: all(finished(app, i) for i in ids), message="the four jobs to finish")
-    a, b, c, d = (app.get_job(i) for i in ids)
+    a, b, c, d = (app.admin.jobs.get(i) for i in ids)
     assert (a.state, a.result) == (JobState.COMPLETED, "2030-01-02T03:04:05Z")
     assert (b.state, b.result) == (JobState.COMPLETED, "12.30")
     assert (c.state, c.result) == (JobState.COMPLETED, {"number": 7, "total": "0.10", "issued": "2030-01-02T03:04:05Z"})
@@ -72,7 +72,7 @@ def test_a_result_over_max_result_bytes_fails_the_run_naming_the_size(database_u
         job_id = report.enqueue({})
         with running_worker(app):
             wait_until(lambda: finished(app, job_id), message="the job to die")
-        job = app.get_job(job_id)
+        job = app.admin.jobs.get(job_id)
         assert job.state is JobState.DEAD and job.attempt == 2
         assert [e.error for e in job.errors] == ["ResultError: the value is 202 bytes as JSON, over the limit of 100 (setting max_result_bytes)"] * 2
     finally:
@@ -104,8 +104,8 @@ def test_a_once_step_returning_a_decimal_gives_it_back_on_the_retry(app: Conveyo
         wait_until(lambda: finished(app, paid) and finished(app, failed), message="both jobs to finish")
     assert charges == [1]  # charged once
     assert seen == [Decimal("99.95"), "99.95"]  # the retry reads the stored receipt, as JSON text
-    assert app.get_job(paid).result == "paid 99.95"
-    dead = app.get_job(failed)
+    assert app.admin.jobs.get(paid).result == "paid 99.95"
+    dead = app.admin.jobs.get(failed)
     assert dead.state is JobState.DEAD and dead.errors[-1].error.startswith("ResultError: a set cannot be stored as JSON")
 
 
@@ -151,4 +151,4 @@ def test_the_old_name_once_async_still_works_and_warns(app: Conveyor) -> None:
     job_id = old_style.enqueue({})
     with running_worker(app):
         wait_until(lambda: finished(app, job_id), message="the job to finish")
-    assert app.get_job(job_id).result == ["ctx.once_async is deprecated and goes in the next release; use ctx.aonce", "1.5"]
+    assert app.admin.jobs.get(job_id).result == ["ctx.once_async is deprecated and goes in the next release; use ctx.aonce", "1.5"]
