@@ -108,10 +108,14 @@ def main(log_level: str) -> None:
 @app_options
 @click.option("--queues", help="Comma-separated queues (default: every queue the app declares).")
 @click.option("--concurrency", "-c", type=click.IntRange(1, 10_000), help="Jobs at once per process.")
-@click.option("--processes", "-p", type=click.IntRange(1, 256), default=1, show_default=True)
+@click.option(
+    "--processes", "-p", type=click.IntRange(1, 256),
+    help="Run this many worker processes under a supervisor that restarts one that dies (1 included). "
+    "Without it: one worker process, no supervisor (run it under systemd or the like).",
+)
 @click.option("--poll-interval", type=click.FloatRange(0.001, 60), help="Seconds between polls when idle.")
 @click.option("--shutdown-grace", type=click.FloatRange(0, 3600), help="Seconds running jobs get to finish on SIGTERM.")
-def worker(app_arg: str | None, database_url: str | None, app_path: str | None, queues: str | None, concurrency: int | None, processes: int,
+def worker(app_arg: str | None, database_url: str | None, app_path: str | None, queues: str | None, concurrency: int | None, processes: int | None,
            poll_interval: float | None, shutdown_grace: float | None) -> None:
     """Run workers for MODULE:APP (or --app) until SIGTERM or SIGINT (twice: at once)."""
     if app_arg and app_path and app_arg != app_path:
@@ -121,7 +125,7 @@ def worker(app_arg: str | None, database_url: str | None, app_path: str | None, 
     app = with_database(load_app(app_arg or app_path or ""), database_url)
     settings = {k: v for k, v in {"poll_interval": poll_interval, "shutdown_grace": shutdown_grace}.items() if v is not None}
     options = {"queues": queues.split(",") if queues else None, "concurrency": concurrency, **settings}
-    if processes > 1:
+    if processes is not None:
         grace = shutdown_grace if shutdown_grace is not None else app.settings.shutdown_grace
         raise SystemExit(supervise(run_one_worker, processes, {"app": app, "options": options}, grace))
     run_one_worker(app, options, replace_in_place=True)

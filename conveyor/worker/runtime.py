@@ -295,6 +295,8 @@ class Worker:
     def _check_stuck(self) -> None:
         """Too many threads held by sync handlers that ran past their timeout: stop claiming,
         let the other runs finish, and ask for a fresh process (threads cannot be stopped)."""
+        if self._stopping:
+            return  # shutting down anyway (runs released at the end of the grace period hold threads too)
         if len(self.executor.stuck) >= max(1, int(self.concurrency * STUCK_SHARE)) and not self.replace:
             log.warning(
                 "%d sync handlers overran their timeout and still hold their threads; "
