@@ -58,6 +58,9 @@ class Renewer:
         """Stop renewing (after the drain: runs still finishing need their leases until then)."""
         self.halt.set()
         self.thread.join(timeout=self.worker.settings.db_timeout + 1)
+        if self.blocked_since is not None:  # the loop is running (it asked for this stop): say the block ended
+            self.loop_seen = time.monotonic()
+            self._watch(self.loop_seen)
 
     def _pulse(self) -> None:
         """The loop's sign of life: rescheduled on the loop itself, so it stops when the loop does."""

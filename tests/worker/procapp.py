@@ -65,5 +65,5 @@ async def stubborn(p: dict, ctx: JobContext) -> None:  # type: ignore[type-arg]
 @app.job(max_attempts=1)
 async def blocker(p: Nap, ctx: JobContext) -> None:
     record("start", ctx.job_id)
-    time.sleep(p.seconds)  # blocks the event loop: the mistake the worker must survive and report
+    time.sleep(p.seconds)  # noqa: ASYNC251 (blocks the event loop: the mistake the worker must survive and report)
     record("end", ctx.job_id)

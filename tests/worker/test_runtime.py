@@ -5,13 +5,17 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 from pydantic import BaseModel
 
 from conveyor import Cancel, Conveyor, JobContext, JobEvent, JobState, Snooze
+from conveyor.backends.base import ClaimParams, Lease
+from conveyor.outcome import Dead
 from conveyor.testing import running_worker, wait_until
+from conveyor.worker.executor import Executor
 
 
 class V2(BaseModel):
@@ -339,3 +343,46 @@ def test_released_job_is_picked_up_again(app: Conveyor, n: int) -> None:
     with running_worker(app):
         wait_until(lambda: state_of(app, job_id, JobState.COMPLETED))
     assert app.admin.jobs.get(job_id).attempt == 1
+
+
+def test_a_sync_run_whose_lease_was_lost_keeps_its_slot_until_its_thread_returns(app: Conveyor, caplog: pytest.LogCaptureFixture) -> None:
+    gate = threading.Event()
+    events: list[tuple[str, int]] = []
+
+    @app.job(max_attempts=5)
+    def hold(p: dict, ctx: JobContext) -> None:  # type: ignore[type-arg]
+        events.append(("start", ctx.job_id))
+        gate.wait(60)  # ignores ctx.cancelled: its thread cannot be taken back
+        events.append(("end", ctx.job_id))
+
+    ids = [app.enqueue("hold", {}) for _ in range(8)]
+    lost = ids[0]
+    with running_worker(app, concurrency=8, lease_seconds=1.5):  # 8 slots: one held thread does not ask for a replacement
+        wait_until(lambda: len(events) == 8)
+        app.backend.jobs_release([Lease(lost, app.admin.jobs.get(lost).lease_token)])  # as if rescued elsewhere: the lease is gone
+        wait_until(lambda: f"job {lost}: lease lost" in caplog.text)
+        time.sleep(0.5)  # give a wrong claim into the held thread's slot every chance (poll 0.05 s)
+        assert app.admin.jobs.get(lost).state is JobState.PENDING  # its slot stays taken while its thread runs on
+        gate.set()
+        wait_until(lambda: all(state_of(app, i, JobState.COMPLETED) for i in ids))
+    assert [e for e in events if e[1] == lost] == [("start", lost), ("end", lost), ("start", lost), ("end", lost)]
+
+
+def test_a_queued_sync_call_given_up_before_a_thread_is_free_never_starts(app: Conveyor) -> None:
+    started = threading.Event()
+
+    @app.job(timeout=0.3, max_attempts=1)
+    def queued(p: dict) -> None:  # type: ignore[type-arg]
+        started.set()
+
+    app.enqueue("queued", {})
+    [job] = app.backend.jobs_claim(ClaimParams("w1", ("default",), 1, 30.0))
+    threads = ThreadPoolExecutor(max_workers=1)
+    busy = threading.Event()
+    threads.submit(busy.wait, 30)  # the only thread is taken: the call queues behind it
+    executor = Executor(app, "w1", threads)
+    result = asyncio.run(executor.run(job, JobContext(app, job, "w1")))
+    assert isinstance(result.decision, Dead) and result.decision.error == "JobTimeout: timed out after 0.3 s"
+    busy.set()
+    threads.shutdown(wait=True)  # the queued call's turn comes: it must not start
+    assert not started.is_set()
