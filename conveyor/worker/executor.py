@@ -17,7 +17,7 @@ from conveyor.context import JobContext, encode_result
 from conveyor.errors import PayloadError
 from conveyor.job import Job, JobState
 from conveyor.options import decode_backoff
-from conveyor.outcome import Cancelled, Complete, Dead, Decision, Retry, Snoozed, decide
+from conveyor.outcome import Cancelled, Complete, Dead, Decision, Retry, Snoozed, decide, describe
 from conveyor.payload import decode
 from conveyor.registry import JobSpec
 from conveyor.retry import Backoff
@@ -179,7 +179,7 @@ class Executor:
         started = time.monotonic()
         decision = await self._decide(job, ctx)
         duration = time.monotonic() - started
-        return RunResult(job, decision, self.outcome(job, ctx, decision), duration)
+        return RunResult(job, *self._storable(job, ctx, decision), duration)
 
     async def _decide(self, job: Job, ctx: JobContext) -> Decision:
         if job.corrupt:
@@ -217,7 +217,16 @@ class Executor:
         started = time.monotonic()
         decisions = await self._decide_batch(jobs, ctxs)
         duration = time.monotonic() - started
-        return [RunResult(job, d, self.outcome(job, ctx, d), duration) for job, ctx, d in zip(jobs, ctxs, decisions)]
+        return [RunResult(job, *self._storable(job, ctx, d), duration) for job, ctx, d in zip(jobs, ctxs, decisions)]
+
+    def _storable(self, job: Job, ctx: JobContext, decision: Decision) -> tuple[Decision, Outcome]:
+        """The decision and its write-back; a result that cannot even be encoded (nested past the
+        recursion limit, say) fails the run with the reason instead of ending the run's task."""
+        try:
+            return decision, self.outcome(job, ctx, decision)
+        except Exception as exc:  # noqa: BLE001 (the run's failure is data, never a lost run)
+            dead = Dead(f"the run's outcome could not be stored: {describe(exc)}", None)
+            return dead, self.outcome(job, ctx, dead)
 
     async def _decide_batch(self, jobs: list[Job], ctxs: list[JobContext]) -> list[Decision]:
         spec = self.app.registry.find(jobs[0].type)
