@@ -20,11 +20,11 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import reprlib
 import threading
 import uuid
 from collections import Counter
 from contextlib import ExitStack
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -72,10 +72,17 @@ def values() -> st.SearchStrategy[Any]:
     return st.one_of(scalars, deep, blobs, st.lists(scalars, max_size=4), st.dictionaries(text, scalars, max_size=3))
 
 
-@dataclass(frozen=True)
 class Plan:
-    kind: str
-    value: Any
+    """What one poison job's handler does, and with which value."""
+
+    __slots__ = ("kind", "value")
+
+    def __init__(self, kind: str, value: Any) -> None:
+        self.kind = kind
+        self.value = value
+
+    def __repr__(self) -> str:  # shallow: the value may be nested past any recursion limit
+        return f"Plan({self.kind!r}, {reprlib.repr(self.value)})"
 
 
 KNOWN = [
