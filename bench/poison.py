@@ -25,7 +25,7 @@ import threading
 import uuid
 from collections import Counter
 from contextlib import ExitStack
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from typing import Any
 
 import httpx
@@ -62,8 +62,8 @@ def values() -> st.SearchStrategy[Any]:
         st.integers(min_value=-(2**200), max_value=2**200),
         st.sampled_from([math.inf, -math.inf, math.nan, 1e12, 1e300, -1.0, 0.0, 2**63, -(2**63) - 1]),
     )
-    zones = st.sampled_from([UTC, timezone(timedelta(hours=5)), timezone(timedelta(hours=-12)), None])
-    moments = st.datetimes(min_value=datetime.min, max_value=datetime.max, timezones=zones) | st.sampled_from(
+    zones: st.SearchStrategy[tzinfo | None] = st.sampled_from([UTC, timezone(timedelta(hours=5)), timezone(timedelta(hours=-12)), None])
+    moments = st.datetimes(min_value=datetime.min, max_value=datetime.max, timezones=zones) | st.sampled_from(  # type: ignore[arg-type]
         [datetime(1, 1, 1, 1, tzinfo=timezone(timedelta(hours=5))), datetime.max.replace(tzinfo=UTC)]
     )
     deep = st.sampled_from([50, 199, 201, 990, 1200]).map(nested)
