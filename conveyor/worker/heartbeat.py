@@ -86,6 +86,9 @@ class Renewer:
         runs = running_runs(worker)
         leases = [run.ctx.lease for run in runs]
         if not leases:
+            if not self.leases_ok.is_set():  # nothing held is at risk, and a job claimed next comes with a fresh lease
+                log.warning("no leases left to renew; sync handlers start again")
+                self.leases_ok.set()
             return
         asked = time.monotonic()
         try:

@@ -392,3 +392,31 @@ def test_a_queued_sync_call_given_up_before_a_thread_is_free_never_starts(app: C
     busy.set()
     threads.shutdown(wait=True)  # the queued call's turn comes: it must not start
     assert not started.is_set()
+
+
+def test_a_worker_that_cannot_renew_its_leases_says_so_and_recovers(app: Conveyor, caplog: pytest.LogCaptureFixture) -> None:
+    gate = threading.Event()
+    runs: list[int] = []
+
+    @app.job(max_attempts=3, backoff=0.05)
+    def hold(p: dict, ctx: JobContext) -> str:  # type: ignore[type-arg]
+        runs.append(ctx.attempt)
+        gate.wait(60)
+        return "done"
+
+    job_id = app.enqueue("hold", {})
+    with running_worker(app, lease_seconds=1.5):
+        wait_until(lambda: runs == [1])
+        with app.transaction() as tx:  # every statement on the jobs table now fails, the renewal first
+            tx.execute("ALTER TABLE conveyor_jobs RENAME TO conveyor_jobs_away")
+        try:
+            wait_until(lambda: "cannot renew leases" in caplog.text and "no sync handler starts here" in caplog.text)
+            wait_until(lambda: f"job {job_id}: lease about to expire while the database is unreachable" in caplog.text)
+        finally:
+            with app.transaction() as tx:
+                tx.execute("ALTER TABLE conveyor_jobs_away RENAME TO conveyor_jobs")
+        gate.set()  # the given-up run ends; its result is not written (its lease was given up)
+        wait_until(lambda: state_of(app, job_id, JobState.COMPLETED), timeout=30)  # rescued, run again
+        wait_until(lambda: "sync handlers start again" in caplog.text)
+    job = app.get_job(job_id)
+    assert runs == [1, 2] and job.attempt == 2 and job.result == "done"
