@@ -150,8 +150,10 @@ def run_one_worker(app: Conveyor, options: dict[str, Any], replace_in_place: boo
     if worker.replace:
         logging.shutdown()
         os._exit(REPLACE_ME)  # the supervisor starts a fresh child at once
-    if any(t.name.startswith("conveyor-job") and t.is_alive() for t in threading.enumerate()):
+    if any(t is not threading.main_thread() and not t.daemon and t.is_alive() for t in threading.enumerate()):
+        # a handler's thread (a job's, or asyncio.to_thread's) that never returns would hold the exit
         logging.shutdown()
+        sys.stdout.flush()
         os._exit(0)
 
 
