@@ -99,12 +99,14 @@ class Executor:
         threads: ThreadPoolExecutor,
         overran: Callable[[], None] = lambda: None,
         may_start: Callable[[list[JobContext]], str | None] = lambda ctxs: None,
+        freed: Callable[[], None] = lambda: None,
     ) -> None:
         self.app = app
         self.worker_id = worker_id
         self.threads = threads
         self.overran = overran  # told each time a thread is left held
         self.may_start = may_start  # asked on the handler's thread just before a sync handler starts
+        self.freed = freed  # told when a held handler returns at last (its slot is free again)
         self.handler_tasks: dict[asyncio.Task[Any], int] = {}
         """Async handlers running in a task of their own (those with a timeout), by job id."""
         self._backoffs: dict[tuple[str, str | None], Backoff] = {}
@@ -116,8 +118,12 @@ class Executor:
     def _overran(self, future: asyncio.Future[Any]) -> None:
         if not future.done():
             self.stuck.add(future)
-            future.add_done_callback(self.stuck.discard)
+            future.add_done_callback(self._released)
             self.overran()
+
+    def _released(self, future: asyncio.Future[Any]) -> None:
+        self.stuck.discard(future)
+        self.freed()
 
     async def _invoke(self, spec: JobSpec, args: tuple[Any, ...], timeout: float | None, ctxs: list[JobContext]) -> Any:
         """Call the handler; at ``timeout`` end the run whatever the handler does (``JobTimeout``)."""

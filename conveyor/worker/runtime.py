@@ -142,7 +142,7 @@ class Worker:
         self.bridge = Bridge()
         self.threads = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="conveyor-job")
         self.renewer = Renewer(self, self.loop)
-        self.executor = Executor(self.app, self.id, self.threads, overran=self._check_stuck, may_start=self._may_start)
+        self.executor = Executor(self.app, self.id, self.threads, overran=self._check_stuck, may_start=self._may_start, freed=self._slot.set)
         self.completer = Completer(self.app, self.bridge, self.settings.finish_batch, self.settings.finish_delay, lambda n: None)
         if self.install_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
