@@ -79,6 +79,9 @@ def open_app(database_url: str | None, app_path: str | None, existing: bool = Tr
     reporting an empty queue.
     """
     app = with_database(load_app(app_path), database_url) if app_path else Conveyor(Settings.load(database_url=database_url).database_url)
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None:  # closed when the command ends: an in-process invocation (a test runner) leaks no pool
+        ctx.call_on_close(app.close)
     path = sqlite_file(app.settings.database_url)
     if existing and path is not None and not os.path.exists(path):
         raise click.ClickException(
@@ -191,23 +194,6 @@ STATE_STYLE = {
     "pending": "blue", "running": "yellow", "scheduled": "magenta", "waiting": "dim",
     "completed": "green", "dead": "bold red", "cancelled": "dim",
 }
-
-
-def open_app(database_url: str | None, app_path: str | None) -> Conveyor:
-    """The user's app (``--app``, needed for cron schedules), or a bare one on the database URL.
-
-    Closed when the command ends (its connection pool's threads with it), so the commands can
-    also be invoked in-process (click's test runner, another tool) without leaking a pool."""
-    app = load_app(app_path) if app_path else Conveyor(Settings.load(database_url=database_url).database_url)
-    ctx = click.get_current_context(silent=True)
-    if ctx is not None:
-        ctx.call_on_close(app.close)
-    return app
-
-
-def app_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    func = click.option("--app", "app_path", metavar="MODULE:APP", envvar="CONVEYOR_APP", help="Load this app (for its settings and cron schedules).")(func)
-    return click.option("--database-url", envvar="CONVEYOR_DATABASE_URL", help="Default: from conveyor.toml or sqlite:///conveyor.db")(func)
 
 
 def actor() -> str:
