@@ -177,25 +177,25 @@ class Harness:
         with ExitStack() as stack:
             for _ in range(workers):
                 stack.enter_context(running_worker(app, concurrency=4))
-            wait_until(lambda: all(settled(app.get_job(j)) for j in ids + poisoned), timeout=settle,
+            wait_until(lambda: all(settled(app.admin.jobs.get(j)) for j in ids + poisoned), timeout=settle,
                        message="every job to settle (a worker stalled?)")
             children = self.children_of(poisoned)
-            wait_until(lambda: all(app.get_job(c).state is JobState.COMPLETED for c in children), timeout=settle,
+            wait_until(lambda: all(app.admin.jobs.get(c).state is JobState.COMPLETED for c in children), timeout=settle,
                        message="every child to complete")
             canary = app.enqueue("ordinary", {"n": -1})  # the workers still claim and finish work
-            wait_until(lambda: app.get_job(canary).state is JobState.COMPLETED, timeout=settle, message="a job after the round")
+            wait_until(lambda: app.admin.jobs.get(canary).state is JobState.COMPLETED, timeout=settle, message="a job after the round")
         for j in [*ids, *children, canary]:
-            job = app.get_job(j)
+            job = app.admin.jobs.get(j)
             assert job.state is JobState.COMPLETED, f"ordinary job {j} ended {job.state}: {reasons(job)}"
             assert self.runs[j] == 1, f"ordinary job {j} ran {self.runs[j]} times"
         for j in poisoned:
-            check_bad(app.get_job(j))
+            check_bad(app.admin.jobs.get(j))
         every = [*ids, *children, *poisoned, canary]
-        self.interfaces_show(every, [j for j in poisoned if app.get_job(j).state is JobState.DEAD])
+        self.interfaces_show(every, [j for j in poisoned if app.admin.jobs.get(j).state is JobState.DEAD])
         return {"ordinary": len(ids) + len(children) + 1, "poisoned": len(poisoned)}
 
     def children_of(self, parents: list[int]) -> list[int]:
-        return [j.id for j in self.app.list_jobs(type="child", limit=10_000) if j.parent_id in set(parents)]
+        return [j.id for j in self.app.admin.jobs.list(type="child", limit=10_000) if j.parent_id in set(parents)]
 
     def interfaces_show(self, ids: list[int], dead: list[int]) -> None:
         """The admin API, the dashboard and the CLI list and show every job."""

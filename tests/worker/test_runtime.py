@@ -418,5 +418,5 @@ def test_a_worker_that_cannot_renew_its_leases_says_so_and_recovers(app: Conveyo
         gate.set()  # the given-up run ends; its result is not written (its lease was given up)
         wait_until(lambda: state_of(app, job_id, JobState.COMPLETED), timeout=30)  # rescued, run again
         wait_until(lambda: "sync handlers start again" in caplog.text)
-    job = app.get_job(job_id)
+    job = app.admin.jobs.get(job_id)
     assert runs == [1, 2] and job.attempt == 2 and job.result == "done"
