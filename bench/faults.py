@@ -1,6 +1,6 @@
 """Faults: prove with real processes that jobs are neither lost nor run twice at once when things break.
 
-    python bench/faults.py --backend sqlite|postgres [--quick] [--outage restart|proxy] [--only NAME]
+    python bench/faults.py --backend sqlite|postgres [--quick] [--outage restart|proxy] [--only NAME] [--examples N]
 
 Scenarios (docs/faults.md says what each proves):
   outage     PostgreSQL goes away for a few seconds while 4 worker processes drain jobs and the
@@ -11,6 +11,9 @@ Scenarios (docs/faults.md says what each proves):
              whose str() raises, among 500 normal jobs.
   corrupt    job rows corrupted in the database while others flow.
   skew       two workers whose clocks are 30 s fast and 30 s slow, jobs and a cron every second.
+  poison     the standing property of bench/poison.py: hypothesis draws handlers that raise, return,
+             snooze, retry after, enqueue children and report progress with hostile values among
+             ordinary jobs, for ``--examples`` rounds (100; 3 with --quick), shrinking a failure.
 
 The last line printed is one JSON object with, per scenario, jobs, lost, overlapping_runs and
 pass; the exit status is non-zero if any scenario failed.
@@ -459,10 +462,23 @@ def scenario_skew(backend: str, quick: bool, logs: Path) -> dict[str, Any]:
         drop()
 
 
-SCENARIOS = ("outage", "hostile", "corrupt", "skew")
+def scenario_poison(backend: str, quick: bool, logs: Path, examples: int | None) -> dict[str, Any]:
+    from bench.poison import check
+
+    url, drop = fresh_database(backend)
+    try:
+        rounds = check(url, examples or (3 if quick else 100), shrink=not quick)
+    finally:
+        drop()
+    ordinary = sum(r["ordinary"] for r in rounds)
+    return {"jobs": ordinary + sum(r["poisoned"] for r in rounds), "rounds": len(rounds), "ordinary": ordinary,
+            "lost": 0, "overlapping_runs": 0, "pass": True}  # check() raises at the first round that breaks the property
 
 
-def run(backend: str, quick: bool, outage: str, only: list[str] | None = None) -> dict[str, Any]:
+SCENARIOS = ("outage", "hostile", "corrupt", "skew", "poison")
+
+
+def run(backend: str, quick: bool, outage: str, only: list[str] | None = None, examples: int | None = None) -> dict[str, Any]:
     logs = Path(tempfile.mkdtemp(prefix=f"conveyor-faults-{backend}-"))
     results: dict[str, Any] = {"backend": backend, "quick": quick, "logs": str(logs)}
     for name in only or SCENARIOS:
@@ -470,6 +486,8 @@ def run(backend: str, quick: bool, outage: str, only: list[str] | None = None) -
         try:
             if name == "outage":
                 results[name] = scenario_outage(backend, quick, outage, logs)
+            elif name == "poison":
+                results[name] = scenario_poison(backend, quick, logs, examples)
             else:
                 results[name] = {"hostile": scenario_hostile, "corrupt": scenario_corrupt, "skew": scenario_skew}[name](backend, quick, logs)
         except Exception as exc:  # a scenario that could not even run has failed, and says why
@@ -486,8 +504,9 @@ def main() -> None:
     parser.add_argument("--outage", choices=["restart", "proxy"], default="restart",
                         help="how PostgreSQL goes away: a real pg_ctlcluster restart, or a TCP proxy that cuts connections")
     parser.add_argument("--only", action="append", choices=SCENARIOS, help="run only this scenario (repeatable)")
+    parser.add_argument("--examples", type=int, help="poison: how many hypothesis rounds (default 100; 3 with --quick)")
     args = parser.parse_args()
-    result = run(args.backend, args.quick, args.outage, args.only)
+    result = run(args.backend, args.quick, args.outage, args.only, args.examples)
     print(json.dumps(result))
     sys.exit(0 if result["pass"] else 1)
 

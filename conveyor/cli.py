@@ -79,6 +79,9 @@ def open_app(database_url: str | None, app_path: str | None, existing: bool = Tr
     reporting an empty queue.
     """
     app = with_database(load_app(app_path), database_url) if app_path else Conveyor(Settings.load(database_url=database_url).database_url)
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None:  # closed when the command ends: an in-process invocation (a test runner) leaks no pool
+        ctx.call_on_close(app.close)
     path = sqlite_file(app.settings.database_url)
     if existing and path is not None and not os.path.exists(path):
         raise click.ClickException(
@@ -108,10 +111,14 @@ def main(log_level: str) -> None:
 @app_options
 @click.option("--queues", help="Comma-separated queues (default: every queue the app declares).")
 @click.option("--concurrency", "-c", type=click.IntRange(1, 10_000), help="Jobs at once per process.")
-@click.option("--processes", "-p", type=click.IntRange(1, 256), default=1, show_default=True)
+@click.option(
+    "--processes", "-p", type=click.IntRange(1, 256),
+    help="Run this many worker processes under a supervisor that restarts one that dies (1 included). "
+    "Without it: one worker process, no supervisor (run it under systemd or the like).",
+)
 @click.option("--poll-interval", type=click.FloatRange(0.001, 60), help="Seconds between polls when idle.")
 @click.option("--shutdown-grace", type=click.FloatRange(0, 3600), help="Seconds running jobs get to finish on SIGTERM.")
-def worker(app_arg: str | None, database_url: str | None, app_path: str | None, queues: str | None, concurrency: int | None, processes: int,
+def worker(app_arg: str | None, database_url: str | None, app_path: str | None, queues: str | None, concurrency: int | None, processes: int | None,
            poll_interval: float | None, shutdown_grace: float | None) -> None:
     """Run workers for MODULE:APP (or --app) until SIGTERM or SIGINT (twice: at once)."""
     if app_arg and app_path and app_arg != app_path:
@@ -121,7 +128,7 @@ def worker(app_arg: str | None, database_url: str | None, app_path: str | None, 
     app = with_database(load_app(app_arg or app_path or ""), database_url)
     settings = {k: v for k, v in {"poll_interval": poll_interval, "shutdown_grace": shutdown_grace}.items() if v is not None}
     options = {"queues": queues.split(",") if queues else None, "concurrency": concurrency, **settings}
-    if processes > 1:
+    if processes is not None:
         grace = shutdown_grace if shutdown_grace is not None else app.settings.shutdown_grace
         raise SystemExit(supervise(run_one_worker, processes, {"app": app, "options": options}, grace))
     run_one_worker(app, options, replace_in_place=True)
@@ -146,8 +153,10 @@ def run_one_worker(app: Conveyor, options: dict[str, Any], replace_in_place: boo
     if worker.replace:
         logging.shutdown()
         os._exit(REPLACE_ME)  # the supervisor starts a fresh child at once
-    if any(t.name.startswith("conveyor-job") and t.is_alive() for t in threading.enumerate()):
+    if any(t is not threading.main_thread() and not t.daemon and t.is_alive() for t in threading.enumerate()):
+        # a handler's thread (a job's, or asyncio.to_thread's) that never returns would hold the exit
         logging.shutdown()
+        sys.stdout.flush()
         os._exit(0)
 
 

@@ -58,6 +58,10 @@ class JobContext:
                     self._cancelled = threading.Event()
         return self._cancelled
 
+    def is_cancelled(self) -> bool:
+        """Whether ``cancelled`` is set, without making the event (the executor asks before every sync start)."""
+        return self._cancelled is not None and self._cancelled.is_set()
+
     @property
     def log(self) -> logging.LoggerAdapter[logging.Logger]:
         """A logger carrying the job's id, type, attempt and workflow."""

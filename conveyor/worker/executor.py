@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -28,8 +29,55 @@ if TYPE_CHECKING:
 log = logging.getLogger("conveyor.worker")
 
 
+CANCEL_GRACE = 1.0
+"""Seconds an async handler gets to finish after it is cancelled at its timeout; one that swallows
+the cancellation is then left behind (its run ends, its lease and slot are given up)."""
+
+
 class JobTimeout(Exception):
     """The handler ran past its timeout."""
+
+
+class NotStarted(Exception):
+    """A sync handler's call was given up before a thread took it: it never ran."""
+
+
+class SyncCall:
+    """A sync handler's call as queued for a thread: when a thread takes it, it starts only if its
+    run is still wanted (not timed out, lease not lost, leases renewable), and never after ``abandon``.
+    """
+
+    __slots__ = ("args", "ctxs", "func", "lock", "may_start", "state", "why")
+
+    QUEUED, STARTED, ABANDONED = 0, 1, 2
+
+    def __init__(self, func: Callable[..., Any], args: tuple[Any, ...], ctxs: list[JobContext], may_start: Callable[[list[JobContext]], str | None]) -> None:
+        self.func = func
+        self.args = args
+        self.ctxs = ctxs
+        self.may_start = may_start
+        self.lock = threading.Lock()
+        self.state = self.QUEUED
+        self.why = "given up before it started"
+
+    def __call__(self) -> Any:
+        with self.lock:
+            if self.state == self.QUEUED:
+                refused = self.may_start(self.ctxs)
+                if refused is not None:
+                    self.why = refused
+                self.state = self.ABANDONED if refused is not None else self.STARTED
+            if self.state == self.ABANDONED:
+                raise NotStarted(self.why)
+        return self.func(*self.args)
+
+    def abandon(self, why: str) -> bool:
+        """Give the call up; True when it had already started (its thread stays held until it returns)."""
+        with self.lock:
+            if self.state == self.QUEUED:
+                self.state = self.ABANDONED
+                self.why = why
+            return self.state == self.STARTED
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,21 +93,94 @@ class RunResult:
 class Executor:
     """Turns a claimed Job into a RunResult; never raises (a run's failure is data)."""
 
-    def __init__(self, app: Conveyor, worker_id: str, threads: ThreadPoolExecutor, overran: Callable[[], None] = lambda: None) -> None:
+    def __init__(
+        self,
+        app: Conveyor,
+        worker_id: str,
+        threads: ThreadPoolExecutor,
+        overran: Callable[[], None] = lambda: None,
+        may_start: Callable[[list[JobContext]], str | None] = lambda ctxs: None,
+        freed: Callable[[], None] = lambda: None,
+    ) -> None:
         self.app = app
         self.worker_id = worker_id
         self.threads = threads
         self.overran = overran  # told each time a thread is left held
+        self.may_start = may_start  # asked on the handler's thread just before a sync handler starts
+        self.freed = freed  # told when a held handler returns at last (its slot is free again)
+        self.handler_tasks: dict[asyncio.Task[Any], int] = {}
+        """Async handlers running in a task of their own (those with a timeout), by job id."""
         self._backoffs: dict[tuple[str, str | None], Backoff] = {}
         self.stuck: set[asyncio.Future[Any]] = set()
-        """Sync handlers that ran past their timeout and still hold a thread (Python cannot stop
-        a thread): each is one slot fewer until it returns or the worker is replaced."""
+        """Handlers given up while still running: sync ones hold a thread (Python cannot stop a
+        thread), async ones swallowed their cancellation. Each is one slot fewer until it returns
+        or the worker is replaced."""
 
     def _overran(self, future: asyncio.Future[Any]) -> None:
         if not future.done():
             self.stuck.add(future)
-            future.add_done_callback(self.stuck.discard)
+            future.add_done_callback(self._released)
             self.overran()
+
+    def _released(self, future: asyncio.Future[Any]) -> None:
+        self.stuck.discard(future)
+        self.freed()
+
+    async def _invoke(self, spec: JobSpec, args: tuple[Any, ...], timeout: float | None, ctxs: list[JobContext]) -> Any:
+        """Call the handler; at ``timeout`` end the run whatever the handler does (``JobTimeout``)."""
+        if spec.is_async:
+            if not timeout:
+                return await spec.func(*args)
+            return await self._invoke_async(spec, args, timeout, ctxs)
+        call = SyncCall(spec.func, args, ctxs, self.may_start)
+        future = asyncio.get_running_loop().run_in_executor(self.threads, call)
+        try:
+            return await (asyncio.wait_for(asyncio.shield(future), timeout) if timeout else asyncio.shield(future))
+        except TimeoutError:
+            self._give_up(call, future, ctxs, "timed out before a thread was free")
+            raise JobTimeout(f"timed out after {timeout:g} s") from None
+        except asyncio.CancelledError:
+            self._give_up(call, future, ctxs, "given up before a thread was free")
+            raise
+
+    def _give_up(self, call: SyncCall, future: asyncio.Future[Any], ctxs: list[JobContext], why: str) -> None:
+        for ctx in ctxs:
+            ctx.cancelled.set()
+        if call.abandon(why):
+            self._overran(future)  # running in its thread: that thread stays held
+        else:
+            future.add_done_callback(_retrieve)  # it will raise NotStarted; nobody awaits it now
+
+    async def _invoke_async(self, spec: JobSpec, args: tuple[Any, ...], timeout: float, ctxs: list[JobContext]) -> Any:
+        task: asyncio.Task[Any] = asyncio.get_running_loop().create_task(spec.func(*args))
+        self.handler_tasks[task] = ctxs[0].job_id
+        task.add_done_callback(self._forget_task)
+        try:
+            done, _ = await asyncio.wait((task,), timeout=timeout)
+        except asyncio.CancelledError:  # lease lost or shutdown: the run ends now, whatever the handler does
+            self._cancel(task, ctxs)
+            asyncio.get_running_loop().call_later(CANCEL_GRACE, self._overran, task)
+            raise
+        if done:
+            return task.result()
+        self._cancel(task, ctxs)
+        done, _ = await asyncio.wait((task,), timeout=CANCEL_GRACE)
+        if not done:
+            self._overran(task)  # counted like a held thread while it runs on
+            log.warning(
+                "job %s ignored its cancellation at its %g s timeout and keeps running; its run is over "
+                "(lease and slot given up), the handler is left behind", ctxs[0].job_id, timeout,
+            )
+        raise JobTimeout(f"timed out after {timeout:g} s")
+
+    def _cancel(self, task: asyncio.Task[Any], ctxs: list[JobContext]) -> None:
+        for ctx in ctxs:
+            ctx.cancelled.set()
+        task.cancel()
+        task.add_done_callback(_retrieve)
+
+    def _forget_task(self, task: asyncio.Task[Any]) -> None:
+        self.handler_tasks.pop(task, None)
 
     async def run(self, job: Job, ctx: JobContext) -> RunResult:
         started = time.monotonic()
@@ -75,6 +196,9 @@ class Executor:
             spec = self.app.registry.get(job.type)  # it ran, so it is declared
             failed = failure(job.attempt, job.max_attempts, self._backoff(spec, job.backoff), describe(exc))
             return RunResult(job, failed, self.write(job, ctx, failed), duration)
+        except Exception as exc:  # noqa: BLE001 (a result that cannot even be encoded, nested past the recursion limit say: the run's failure is data, never a lost run)
+            dead = Dead(f"the run's outcome could not be stored: {describe(exc)}", None)
+            return RunResult(job, dead, self.write(job, ctx, dead), duration)
 
     async def _decide(self, job: Job, ctx: JobContext) -> Outcome:
         if job.corrupt:
@@ -88,19 +212,10 @@ class Executor:
             return Dead(f"payload no longer valid: {exc}", None)
         backoff = self._backoff(spec, job.backoff)
         args: tuple[Any, ...] = (payload, ctx) if spec.takes_context else (payload,)
-        timeout = job.timeout
         try:
-            if spec.is_async:
-                result = await asyncio.wait_for(spec.func(*args), timeout) if timeout else await spec.func(*args)
-            else:
-                future = asyncio.get_running_loop().run_in_executor(self.threads, spec.func, *args)
-                result = await asyncio.wait_for(asyncio.shield(future), timeout) if timeout else await future
-        except TimeoutError:
-            ctx.cancelled.set()
-            if not spec.is_async:
-                self._overran(future)
-            error: BaseException = JobTimeout(f"timed out after {timeout:g} s")
-            return decide(job.attempt, job.max_attempts, backoff, error=error)
+            result = await self._invoke(spec, args, job.timeout, [ctx])
+        except NotStarted:
+            raise
         except asyncio.CancelledError:
             ctx.cancelled.set()
             raise
@@ -143,15 +258,9 @@ class Executor:
             result: Any = None
             error: BaseException | None = None
             try:
-                if spec.is_async:
-                    result = await asyncio.wait_for(spec.func(*args), timeout) if timeout else await spec.func(*args)
-                else:
-                    future = asyncio.get_running_loop().run_in_executor(self.threads, spec.func, *args)
-                    result = await asyncio.wait_for(asyncio.shield(future), timeout) if timeout else await future
-            except TimeoutError:
-                if not spec.is_async:
-                    self._overran(future)
-                error = JobTimeout(f"timed out after {timeout:g} s")
+                result = await self._invoke(spec, args, timeout, [ctxs[i] for i in live])
+            except NotStarted:
+                raise
             except asyncio.CancelledError:
                 batch.cancelled.set()
                 for ctx in ctxs:
@@ -189,3 +298,9 @@ class Executor:
 
 def outcome_name(outcome: Outcome) -> str:
     return {Complete: "completed", Retry: "retry", Dead: "dead", Snoozed: "snoozed", Cancelled: "cancelled"}[type(outcome)]
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    """Read a given-up call's end so asyncio does not report it as never retrieved."""
+    if not future.cancelled():
+        future.exception()

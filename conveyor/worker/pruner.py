@@ -13,7 +13,7 @@ import logging
 import random
 from typing import TYPE_CHECKING
 
-from conveyor.errors import BackendError
+from conveyor.worker.loops import repeat
 
 if TYPE_CHECKING:
     from conveyor.worker.runtime import Worker
@@ -23,18 +23,17 @@ log = logging.getLogger("conveyor.worker")
 
 async def prune_loop(worker: Worker) -> None:
     """Every ``prune_interval`` seconds (first run at a random point of it): prune, then forget dead workers."""
-    app = worker.app
     interval = worker.settings.prune_interval
-    delay = random.uniform(0.1, 1.0) * interval  # workers started together do not prune together
-    while not await _stopped_within(worker, delay):
-        delay = interval
-        try:
-            removed = await prune_once(worker)
-            if removed:
-                log.info("pruned %d finished jobs", removed)
-            await worker.bridge.call(app.insights.workers_forget, max(3600.0, worker.settings.worker_stale_after))  # housekeeping, not audited
-        except BackendError as exc:
-            log.warning("pruning failed (%s); retrying in %.0f s", exc, interval)
+    first = random.uniform(0.1, 1.0) * interval  # workers started together do not prune together
+    await repeat("pruning", lambda: prune_step(worker), worker.stopped, interval, first)
+
+
+async def prune_step(worker: Worker) -> None:
+    removed = await prune_once(worker)
+    if removed:
+        log.info("pruned %d finished jobs", removed)
+    stale = max(3600.0, worker.settings.worker_stale_after)
+    await worker.bridge.call(worker.app.insights.workers_forget, stale)  # housekeeping, not audited
 
 
 async def prune_once(worker: Worker) -> int:
@@ -49,11 +48,3 @@ async def prune_once(worker: Worker) -> int:
             break
         await asyncio.sleep(0.05)  # let claims and completions in between batches
     return total
-
-
-async def _stopped_within(worker: Worker, seconds: float) -> bool:
-    try:
-        await asyncio.wait_for(worker.stopped.wait(), seconds)
-        return True
-    except TimeoutError:
-        return False

@@ -22,8 +22,8 @@ from conveyor.job import Job
 from conveyor.outcome import Dead, Retry
 from conveyor.worker.bridge import Bridge
 from conveyor.worker.completer import Completer
-from conveyor.worker.executor import Executor, RunResult, outcome_name
-from conveyor.worker.heartbeat import heartbeat_loop, rescue_loop, worker_info
+from conveyor.worker.executor import Executor, NotStarted, RunResult, outcome_name
+from conveyor.worker.heartbeat import Renewer, heartbeat_loop, rescue_loop, worker_info
 from conveyor.worker.pruner import prune_loop
 from conveyor.worker.scheduler import scheduler_loop
 
@@ -42,6 +42,14 @@ the worker stops claiming and hands over to a fresh process (see ``Worker.replac
 
 CLAIM_GATHER = 0.002
 """Seconds a claim for a few free slots waits for more runs to end (throughput at no visible latency)."""
+
+EXIT_MARGIN = 2.0
+"""Seconds the worker waits, after its drain, for handler tasks it cancelled to end; a handler that
+swallows its cancellation is then left behind, so shutdown ends within the grace period plus this."""
+
+START_MARGIN = 0.5
+"""A sync handler does not start with less than this many seconds left on its lease as this worker
+last renewed it: the run could not be told in time that its lease ran out."""
 
 
 @dataclass(eq=False)
@@ -95,8 +103,23 @@ class Worker:
     # -- entry points -------------------------------------------------------------------
 
     def run(self) -> None:
-        """Block until stopped by a signal or ``stop()``."""
-        asyncio.run(self.serve())
+        """Block until stopped by a signal or ``stop()``.
+
+        Not ``asyncio.run``: at its end it waits for every task to finish, without limit, and a
+        handler task that swallows ``CancelledError`` would keep the process alive for good.
+        """
+        loop = asyncio.new_event_loop()
+        main = threading.current_thread() is threading.main_thread()
+        if main:
+            asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(self.serve())
+        finally:
+            try:
+                close_loop(loop, EXIT_MARGIN)
+            finally:
+                if main:
+                    asyncio.set_event_loop(None)
 
     def stop(self) -> None:
         """Ask a running worker to shut down gracefully (thread-safe)."""
@@ -119,7 +142,8 @@ class Worker:
         self._slot = asyncio.Event()
         self.bridge = Bridge()
         self.threads = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="conveyor-job")
-        self.executor = Executor(self.app, self.id, self.threads, overran=self._check_stuck)
+        self.renewer = Renewer(self, self.loop)
+        self.executor = Executor(self.app, self.id, self.threads, overran=self._check_stuck, may_start=self._may_start, freed=self._slot.set)
         self.completer = Completer(self.app, self.bridge, self.settings.finish_batch, self.settings.finish_delay, lambda n: None)
         if self.install_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
@@ -130,6 +154,7 @@ class Worker:
         unlisten = self.app.backend.listen(self.wake)
         log.info("worker %s started: queues=%s concurrency=%d database=%s", self.id, ",".join(self.queues), self.concurrency,
                  location(self.app.backend.url))
+        self.renewer.start()
         self.started.set()
         helpers = [
             asyncio.create_task(self.completer.run(), name="completer"),
@@ -144,6 +169,7 @@ class Worker:
         finally:
             unlisten()
             self.stopped.set()
+            await self.bridge.call(self.renewer.stop)
             await self.completer.stop()
             await asyncio.gather(*helpers, return_exceptions=True)
             try:
@@ -224,6 +250,9 @@ class Worker:
             result = await self.executor.run(run.job, run.ctx)
         except asyncio.CancelledError:
             return  # lease lost or released at shutdown: the store already knows
+        except NotStarted as exc:
+            await self._not_started([run], str(exc))
+            return
         finally:
             self.running.pop(run.job.id, None)
             self._slot.set()
@@ -232,9 +261,43 @@ class Worker:
         self.completer.add(result)
         self._log(result)
 
+    def _may_start(self, ctxs: list[JobContext]) -> str | None:
+        """Asked on a handler's thread just before a sync handler starts: why it must not, if so."""
+        if not self.renewer.leases_ok.is_set():
+            return "leases cannot be renewed (database unreachable?)"
+        now = time.monotonic()
+        for ctx in ctxs:
+            if ctx.is_cancelled():
+                return "its run was given up before a thread was free"
+            if ctx.lease_deadline - now < START_MARGIN:
+                return "its lease runs out before it could be renewed"
+        return None
+
+    async def _not_started(self, runs: list[Run], why: str) -> None:
+        """Sync handlers that never started: hand their jobs back unspent (or let the rescue do it)."""
+        for run in runs:
+            run.lost = True
+        log.warning("jobs %s not started: %s; handed back", [r.job.id for r in runs], why)
+        try:
+            await self.bridge.call(self.app.backend.jobs_release, [r.ctx.lease for r in runs])
+        except BackendError as exc:
+            log.warning("could not hand back %d jobs (%s); they are rescued when their leases expire", len(runs), exc)
+
+    def culprit(self, task: asyncio.Task[Any] | None) -> str:
+        """Which job a task of this loop runs (the one blocking the loop when it is called from the renewer)."""
+        if task is None:
+            return "no job (the worker's own code)"
+        job_id = self.executor.handler_tasks.get(task)
+        for run in list(self.running.values()):
+            if run.task is task or run.job.id == job_id:
+                return f"job {run.job.id} ({run.job.type})"
+        return f"task {task.get_name()} (not a job)"
+
     def _check_stuck(self) -> None:
         """Too many threads held by sync handlers that ran past their timeout: stop claiming,
         let the other runs finish, and ask for a fresh process (threads cannot be stopped)."""
+        if self._stopping:
+            return  # shutting down anyway (runs released at the end of the grace period hold threads too)
         if len(self.executor.stuck) >= max(1, int(self.concurrency * STUCK_SHARE)) and not self.replace:
             log.warning(
                 "%d sync handlers overran their timeout and still hold their threads; "
@@ -277,6 +340,9 @@ class Worker:
     async def _execute_batch(self, runs: list[Run]) -> None:
         try:
             results = await self.executor.run_batch([r.job for r in runs], [r.ctx for r in runs])
+        except NotStarted as exc:
+            await self._not_started(runs, str(exc))
+            return
         except asyncio.CancelledError:
             kept = [r.ctx.lease for r in runs if not (r.lost or r.released)]
             if kept and any(r.lost for r in runs):  # one lease was lost: hand the others back unspent
@@ -374,3 +440,18 @@ def flow_control(app: Conveyor, queues: tuple[str, ...]) -> tuple[tuple[ClaimLim
     aging = tuple((q, p.aging) for q, p in sorted(app.registry.queue_policies.items()) if p.aging is not None and q in queues)
     batches = {spec.name: spec.options.batch for spec in app.registry if spec.options.batch is not None}
     return limits, aging, batches
+
+
+def close_loop(loop: asyncio.AbstractEventLoop, margin: float) -> None:
+    """Cancel what is left on the loop, wait at most ``margin`` for it, then close the loop anyway."""
+    try:
+        tasks = [t for t in asyncio.all_tasks(loop) if not t.done()]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            _, pending = loop.run_until_complete(asyncio.wait(tasks, timeout=margin))
+            if pending:
+                log.warning("%d handler tasks ignored their cancellation; left behind at exit", len(pending))
+        loop.run_until_complete(asyncio.wait([loop.create_task(loop.shutdown_asyncgens())], timeout=margin))
+    finally:
+        loop.close()  # its default executor is not waited for: a handler's thread may never return

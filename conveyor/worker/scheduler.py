@@ -8,13 +8,13 @@ transaction, so the losers of the race change nothing. Each job also carries the
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import TYPE_CHECKING
 
 from conveyor.backends.base import FireParams
 from conveyor.cron import Cron, Missed, fire_key, plan_fires
 from conveyor.errors import BackendError, ConveyorError
+from conveyor.worker.loops import LoopDone, repeat
 
 if TYPE_CHECKING:
     from conveyor.app import Conveyor
@@ -29,27 +29,24 @@ MAX_TICK = 1.0
 async def scheduler_loop(worker: Worker) -> None:
     """Sync the app's declared schedules to the store, then fire them as they fall due."""
     app = worker.app
-    while not worker.stopped.is_set():
-        try:
-            await worker.bridge.call(app.cron_sync)
-            break
-        except BackendError as exc:
-            log.warning("could not sync schedules (%s); retrying", exc)
-            await pause(worker, MAX_TICK)
-        except ConveyorError as exc:
-            log.error("schedules not synced, none will fire from this worker: %s", exc)
-            return
-    if not app.registry.schedules:
-        return
-    while not worker.stopped.is_set():
-        delay = MAX_TICK
-        try:
-            delay = await worker.bridge.call(tick, app)
-        except BackendError as exc:
-            log.warning("scheduler pass failed (%s); retrying", exc)
-        except Exception:  # a bug here must not stop this worker's schedules for good
-            log.exception("scheduler pass failed; retrying")
-        await pause(worker, delay)
+    synced = False
+
+    async def step() -> float:
+        nonlocal synced
+        if not synced:
+            try:
+                await worker.bridge.call(app.cron_sync)
+            except BackendError:
+                raise
+            except ConveyorError as exc:
+                log.error("schedules not synced, none will fire from this worker: %s", exc)
+                raise LoopDone from exc
+            synced = True
+            if not app.registry.schedules:
+                raise LoopDone
+        return float(await worker.bridge.call(tick, app))
+
+    await repeat("scheduler pass", step, worker.stopped, MAX_TICK)
 
 
 def tick(app: Conveyor) -> float:
@@ -77,10 +74,3 @@ def tick(app: Conveyor) -> float:
             log.info("schedule %s fired %d job(s) %s%s; next at %s", schedule.name, len(ids), ids, skipped, following.isoformat())
         wait = min(wait, (following - now).total_seconds())
     return max(wait, 0.01)
-
-
-async def pause(worker: Worker, seconds: float) -> None:
-    try:
-        await asyncio.wait_for(worker.stopped.wait(), seconds)
-    except TimeoutError:
-        pass

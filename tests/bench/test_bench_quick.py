@@ -29,7 +29,7 @@ FIGURES = (
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(620)  # ~50 s alone; a loaded machine (the whole suite beside it) took over 85
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 def test_quick_bench_reports_every_figure(backend: str, tmp_path: Path) -> None:
     out = tmp_path / f"{backend}.json"
@@ -39,7 +39,7 @@ def test_quick_bench_reports_every_figure(backend: str, tmp_path: Path) -> None:
         check=False,
         capture_output=True,
         text=True,
-        timeout=85,
+        timeout=600,  # what it proves is that every figure is reported, not how fast
     )
     assert done.returncode == 0, done.stderr[-3000:]
     printed = json.loads(done.stdout.strip().splitlines()[-1])

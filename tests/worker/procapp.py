@@ -5,6 +5,7 @@ Its handlers append `start|end <job id> <pid>` lines to $RUN_LOG so tests can se
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from pathlib import Path
@@ -49,3 +50,20 @@ def hang(p: dict, ctx: JobContext) -> None:  # type: ignore[type-arg]
     record("start", ctx.job_id)
     while True:  # ignores ctx.cancelled: its thread can never be taken back
         time.sleep(0.05)
+
+
+@app.job(max_attempts=1, timeout=1)
+async def stubborn(p: dict, ctx: JobContext) -> None:  # type: ignore[type-arg]
+    record("start", ctx.job_id)
+    while True:  # swallows every cancellation: only leaving it behind ends its run
+        try:
+            await asyncio.sleep(0.05)
+        except asyncio.CancelledError:
+            pass
+
+
+@app.job(max_attempts=1)
+async def blocker(p: Nap, ctx: JobContext) -> None:
+    record("start", ctx.job_id)
+    time.sleep(p.seconds)  # noqa: ASYNC251 (blocks the event loop: the mistake the worker must survive and report)
+    record("end", ctx.job_id)
