@@ -18,6 +18,7 @@ from typing_extensions import Unpack
 from conveyor.admin import Admin, Selection
 from conveyor.backends import from_url
 from conveyor.backends.base import Backend, NewJob, NewSchedule, Schedule, WorkerInfo
+from conveyor.backends.joined import sync_connection
 from conveyor.backends.insights import (
     AuditEntry,
     Insights,
@@ -38,6 +39,7 @@ from conveyor.payload import encode
 from conveyor.ratelimit import QueuePolicy
 from conveyor.registry import JobSpec, Registry
 from conveyor.stats import Health, Stats, Thresholds
+from conveyor.transaction import AsyncTransaction, TransactionThreads, ainsert
 from conveyor.workflow import Flow, NamedJob, WorkflowStatus, collect, topological, type_name
 
 if TYPE_CHECKING:
@@ -84,6 +86,7 @@ class Conveyor:
         self.events = Events()
         self._backend: Backend | None = None
         self._backend_lock = threading.Lock()
+        self._tx_threads = TransactionThreads()
 
     @property
     def backend(self) -> Backend:
@@ -95,6 +98,7 @@ class Conveyor:
         return self._backend
 
     def close(self) -> None:
+        self._tx_threads.close()
         if self._backend is not None:
             self._backend.close()
             self._backend = None
@@ -138,15 +142,16 @@ class Conveyor:
         For producers that do not import the handlers' module; where the handle is at hand,
         ``handle.enqueue(payload, ...)`` is the same call, checked by mypy.
 
-        ``connection`` joins the caller's open transaction (from ``app.transaction()`` or the
-        caller's own sqlite3/psycopg connection): the job commits or rolls back with it.
+        ``connection`` joins the caller's open transaction (``app.transaction()``, the caller's own
+        sqlite3/psycopg connection, a SQLAlchemy Session or Connection, Django's connection): the
+        job commits or rolls back with it.
         """
-        return self.backend.jobs_insert([self.new_job(job_type, payload, options)], connection)[0].id
+        return self.backend.jobs_insert([self.new_job(job_type, payload, options)], sync_connection(connection))[0].id
 
     def enqueue_many(self, jobs: Iterable[JobSpecTuple], *, connection: Any = None, **options: Any) -> list[int]:
         """Queue many jobs in one transaction: ``[(type, payload)]`` or ``[(type, payload, options)]``."""
         rows = self._new_jobs(jobs, options)
-        return [inserted.id for inserted in self.backend.jobs_insert(rows, connection)] if rows else []
+        return [inserted.id for inserted in self.backend.jobs_insert(rows, sync_connection(connection))] if rows else []
 
     def _new_jobs(self, jobs: Iterable[JobSpecTuple], options: dict[str, Any]) -> list[NewJob]:
         """``new_job`` per item; items without options of their own share one resolve per type."""
@@ -176,16 +181,28 @@ class Conveyor:
         with self.backend.transaction() as conn:
             yield conn
 
-    async def aenqueue(self, job_type: str | NamedJob, payload: Any = None, **options: Any) -> int:
-        """``enqueue`` for async code: validation here, the write on a worker thread."""
+    def atransaction(self) -> AsyncTransaction:
+        """``transaction`` for async code: share it with ``aenqueue(..., connection=tx)``.
+
+        >>> async with app.atransaction() as tx:
+        ...     await tx.execute("INSERT INTO orders ...")
+        ...     await app.aenqueue("send_confirmation", {...}, connection=tx)
+        """
+        return AsyncTransaction(self.backend, self._tx_threads)
+
+    async def aenqueue(self, job_type: str | NamedJob, payload: Any = None, *, connection: Any = None, **options: Any) -> int:
+        """``enqueue`` for async code: validation here, the write on a worker thread.
+
+        ``connection`` joins the caller's async transaction: ``app.atransaction()``, a
+        ``psycopg.AsyncConnection``, an ``aiosqlite`` connection, or a SQLAlchemy ``AsyncSession``.
+        """
         row = self.new_job(job_type, payload, options)
-        inserted = await asyncio.to_thread(self.backend.jobs_insert, [row])
+        inserted = await ainsert(self.backend, [row], connection)
         return inserted[0].id
 
-    async def aenqueue_many(self, jobs: Iterable[JobSpecTuple], **options: Any) -> list[int]:
+    async def aenqueue_many(self, jobs: Iterable[JobSpecTuple], *, connection: Any = None, **options: Any) -> list[int]:
         rows = self._new_jobs(jobs, options)
-        inserted = await asyncio.to_thread(self.backend.jobs_insert, rows)
-        return [i.id for i in inserted]
+        return [i.id for i in await ainsert(self.backend, rows, connection)]
 
     # -- workflows ----------------------------------------------------------------------
 
@@ -202,7 +219,7 @@ class Conveyor:
         for s, deps in ordered:
             row = self.new_job(s.job_type, s.payload, {**s.options, "workflow_id": wf_id})
             rows.append(replace(row, depends_on=tuple(deps)))
-        inserted = self.backend.jobs_insert(rows, connection)
+        inserted = self.backend.jobs_insert(rows, sync_connection(connection))
         return WorkflowHandle(wf_id, {id(s): i.id for (s, _), i in zip(ordered, inserted)}, [i.id for i in inserted])
 
     # -- operating: ``app.admin`` --------------------------------------------------------------
