@@ -26,6 +26,7 @@ from conveyor.backends.insights import (
     WorkflowSummary,
     insights_for,
 )
+from conveyor.backends.joined import sync_connection
 from conveyor.config import Settings
 from conveyor.cron import CronSpec
 from conveyor.cron import declare as declare_cron

@@ -20,7 +20,7 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 from conveyor.backends.joined import AsyncJoined, async_connection, is_async_connection
 from conveyor.errors import OptionError
@@ -86,7 +86,7 @@ class AsyncTransaction:
 
         return await self.run(statement)
 
-    async def __aenter__(self) -> AsyncTransaction:
+    async def __aenter__(self) -> Self:
         self._executor = self._threads.lease()
         loop = asyncio.get_running_loop()
         try:

@@ -92,9 +92,8 @@ async def test_aenqueue_joins_an_async_driver_transaction(app: Conveyor, databas
 
 
 async def test_aenqueue_refuses_a_sync_connection_and_validates_first(app: Conveyor) -> None:
-    with app.transaction() as tx:
-        with pytest.raises(OptionError, match="connection.*aenqueue joins an async transaction"):
-            await app.aenqueue("plain", {}, connection=tx)
+    with app.transaction() as tx, pytest.raises(OptionError, match="connection.*aenqueue joins an async transaction"):
+        await app.aenqueue("plain", {}, connection=tx)
     with pytest.raises(OptionError, match="not open"):
         await app.aenqueue("plain", {}, connection=app.atransaction())
     assert app.count_jobs() == 0
