@@ -37,7 +37,7 @@ def sync_connection(connection: Any) -> Any:
         if not hasattr(connection, "in_transaction") or not hasattr(connection, "connection"):
             raise OptionError("connection", f"cannot join a {type(connection).__qualname__}; pass a Session or a Connection")
         return connection.connection.driver_connection
-    if module.startswith("django.db.backends."):  # Django's DatabaseWrapper
+    if module.startswith("django.") and hasattr(connection, "ensure_connection"):  # Django's connection (or its proxy)
         connection.ensure_connection()
         return connection.connection
     if hasattr(connection, "driver_connection") and not hasattr(connection, "execute"):
