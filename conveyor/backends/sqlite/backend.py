@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sqlite3
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -131,14 +133,27 @@ RETURNING id, state
 
 
 def path_from_url(url: str) -> str:
-    """``sqlite:///relative.db``, ``sqlite:////abs/path.db`` or ``sqlite:///:memory:``-free paths."""
+    """``sqlite:///relative.db`` or ``sqlite:////abs/path.db``; ``sqlite:///:memory:`` gives MEMORY (a private store, see memory_path)."""
     parts = urlsplit(url)
     if parts.scheme != "sqlite":
         raise ConfigError("database_url", f"not a sqlite URL: {url!r}")
     path = unquote(parts.path).removeprefix("/")
-    if not path or path == ":memory:":
+    if path == ":memory:" or (not path and parts.netloc == ":memory:"):
+        return MEMORY
+    if not path:
         raise ConfigError("database_url", "SQLite needs a file (workers are separate processes): sqlite:///path/to.db")
     return path
+
+
+MEMORY = ":memory:"
+
+
+def memory_path() -> str:
+    """A fresh store in RAM for ``sqlite:///:memory:`` (tests): a file on tmpfs, not SQLite's own
+    ``:memory:``, so that every thread's connection sees the same database with WAL and the busy
+    timeout working as on disk (a shared-cache memory database fails writers at once instead)."""
+    ram = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+    return os.path.join(tempfile.mkdtemp(prefix="conveyor-memory-", dir=ram), "conveyor.db")
 
 
 class SQLiteBackend:
@@ -154,6 +169,9 @@ class SQLiteBackend:
     def __init__(self, url: str, busy_timeout: float = 30.0) -> None:
         self.url = url
         self.path = path_from_url(url)
+        self.memory = self.path == MEMORY  # a private store for this backend object, removed at close
+        if self.memory:
+            self.path = memory_path()
         self.busy_timeout = busy_timeout
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
@@ -249,6 +267,8 @@ class SQLiteBackend:
                     pass
             self._all.clear()
         self._local = threading.local()
+        if self.memory:
+            shutil.rmtree(os.path.dirname(self.path), ignore_errors=True)
 
     def now(self) -> datetime:
         return from_epoch(self.conn.execute(f"SELECT {NOW}").fetchone()[0])
