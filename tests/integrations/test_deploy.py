@@ -56,7 +56,7 @@ def test_the_units_commands_migrate_run_and_stop_gracefully_logging_json(client:
     unit_env = dict(v.split("=", 1) for v in keys["Environment"])
     env = {**worker_env(database_url, tmp_path), "CONVEYOR_LOG_FORMAT": unit_env["CONVEYOR_LOG_FORMAT"]}
 
-    pre = subprocess.run(command(keys["ExecStartPre"][0]), env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    pre = subprocess.run(check=False, args=command(keys["ExecStartPre"][0]), env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert pre.returncode == 0, pre.stderr
     quick = client.enqueue("nap", {"seconds": 0})
     slow = client.enqueue("nap", {"seconds": 2.0})
@@ -81,7 +81,7 @@ def test_the_units_commands_migrate_run_and_stop_gracefully_logging_json(client:
 
 
 def run_health(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "conveyor", "health", *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    return subprocess.run(check=False, args=[sys.executable, "-m", "conveyor", "health", *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
 
 
 def test_health_exit_codes_for_probes(client: Conveyor, database_url: str, tmp_path: Path) -> None:
@@ -108,6 +108,6 @@ def test_health_exit_codes_for_probes(client: Conveyor, database_url: str, tmp_p
 
 
 def test_log_format_is_checked(tmp_path: Path) -> None:
-    out = subprocess.run([sys.executable, "-m", "conveyor", "--log-format", "xml", "health"], capture_output=True, text=True,
+    out = subprocess.run(check=False, args=[sys.executable, "-m", "conveyor", "--log-format", "xml", "health"], capture_output=True, text=True,
                          env={**os.environ, "CONVEYOR_DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}"}, timeout=60)
     assert out.returncode == 2 and "'xml' is not one of 'text', 'json'" in out.stderr
