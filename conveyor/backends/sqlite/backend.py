@@ -36,6 +36,7 @@ from conveyor.backends.base import (
     dependency_ids,
     initial_state,
     read_json_columns,
+    read_meta,
     read_state,
     salvaged_job,
 )
@@ -55,12 +56,12 @@ WATCH_INTERVAL = 0.005
 
 INSERT_JOB = f"""
 INSERT INTO conveyor_jobs (type, queue, state, payload, priority, max_attempts, run_at, created_at,
-                           timeout, backoff, unique_key, unique_until, workflow_id, parent_id)
+                           timeout, backoff, unique_key, unique_until, workflow_id, parent_id, meta)
 SELECT :type, :queue,
        CASE WHEN :initial IS NOT NULL THEN :initial WHEN r.at > {NOW} THEN 'scheduled' ELSE 'pending' END,
        :payload, :priority, :max_attempts, r.at, {NOW}, :timeout, :backoff, :unique_key,
        CASE WHEN :unique_for IS NULL THEN NULL ELSE {NOW} + :unique_for END,
-       :workflow_id, :parent_id
+       :workflow_id, :parent_id, :meta
 FROM (SELECT coalesce(:run_at, {NOW} + :delay) AS at) AS r
 WHERE true
 ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING
@@ -69,9 +70,9 @@ RETURNING id
 
 INSERT_ROWS = f"""
 INSERT INTO conveyor_jobs (type, queue, state, payload, priority, max_attempts, run_at, created_at,
-                           timeout, backoff, workflow_id, parent_id)
+                           timeout, backoff, workflow_id, parent_id, meta)
 SELECT r.column1, r.column2, CASE WHEN r.at > {NOW} THEN 'scheduled' ELSE 'pending' END, r.column3, r.column4,
-       r.column5, r.at, {NOW}, {{timeout}}, {{backoff}}, {{workflow_id}}, {{parent_id}}
+       r.column5, r.at, {NOW}, {{timeout}}, {{backoff}}, {{workflow_id}}, {{parent_id}}, {{meta}}
 FROM (SELECT *, coalesce({{run_at}}, {NOW} + column6) AS at FROM (VALUES {{rows}})) AS r
 RETURNING id
 """
@@ -81,8 +82,8 @@ nullable columns (``INSERT_NULLABLE``) that some job of the chunk sets: the othe
 as NULL, not bound (sqlite3 binds each None through its adapter lookup, ~0.8 µs a value). Rows
 go in in order, so their ascending ids follow it (one writer at a time)."""
 INSERT_BOUND = ("type", "queue", "payload", "priority", "max_attempts", "delay")
-INSERT_NULLABLE = ("run_at", "timeout", "backoff", "workflow_id", "parent_id")
-INSERT_CHUNK = 1000  # at most 11,000 bound values, well under SQLite's limit of 32,766
+INSERT_NULLABLE = ("run_at", "timeout", "backoff", "workflow_id", "parent_id", "meta")
+INSERT_CHUNK = 1000  # at most 12,000 bound values, well under SQLite's limit of 32,766
 
 RELEASE_EXPIRED_UNIQUE = f"UPDATE conveyor_jobs SET unique_key = NULL WHERE unique_key = ? AND unique_until <= {NOW}"
 
@@ -344,6 +345,7 @@ class SQLiteBackend:
                     "unique_for": job.unique_for,
                     "workflow_id": job.workflow_id,
                     "parent_id": job.parent_id,
+                    "meta": job.meta,
                     "initial": initial,
                 },
             ).fetchone()
@@ -748,7 +750,7 @@ class SQLiteBackend:
             None if r[11] is None else at(r[11]),
             r[12],
             None if r[13] is None else at(r[13]),
-            r[14], r[15], r[16], r[17], r[18], cols.progress, cols.result, cols.errors, r[22], corrupt,
+            r[14], r[15], r[16], r[17], r[18], cols.progress, cols.result, cols.errors, r[22], corrupt, read_meta(r[23]),
         ))  # fmt: skip
 
 
