@@ -155,7 +155,7 @@ class Conveyor:
         conn = sync_connection(connection)
         if not self.middleware:
             return [inserted.id for inserted in self.backend.jobs_insert(rows, conn)]
-        return self.middleware.enqueue(rows, lambda: [inserted.id for inserted in self.backend.jobs_insert(rows, conn)])
+        return self.middleware.enqueue(rows, lambda given: [inserted.id for inserted in self.backend.jobs_insert(list(given), conn)])
 
     def enqueue(self, job_type: str | NamedJob, payload: Any = None, *, connection: Any = None, **options: Any) -> int:
         """Queue one job by its type's name and return its id (the existing job's id if deduplicated).
@@ -223,10 +223,10 @@ class Conveyor:
         return await self._ainsert(self._new_jobs(jobs, options), connection)
 
     async def _ainsert(self, rows: list[NewJob], connection: Any) -> list[int]:
-        async def insert() -> list[int]:
-            return [i.id for i in await ainsert(self.backend, rows, connection)]
+        async def insert(given: Sequence[NewJob]) -> list[int]:
+            return [i.id for i in await ainsert(self.backend, list(given), connection)]
 
-        return await self.middleware.aenqueue(rows, insert) if self.middleware else await insert()
+        return await self.middleware.aenqueue(rows, insert) if self.middleware else await insert(rows)
 
     # -- workflows ----------------------------------------------------------------------
 

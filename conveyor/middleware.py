@@ -18,7 +18,8 @@ The hooks, and when each is called:
     JSON values); it is stored with the job and read back as ``job.meta`` / ``ctx.job.meta``.
 ``enqueue(jobs, call_next)`` / ``aenqueue(jobs, call_next)``
     Around the insert of ``app.enqueue``/``enqueue_many``/``enqueue_workflow`` (sync) and
-    ``aenqueue``/``aenqueue_many`` (async): ``call_next()`` writes the rows and returns their ids.
+    ``aenqueue``/``aenqueue_many`` (async): ``call_next(jobs)`` writes the rows and returns their
+    ids; pass it changed copies (``dataclasses.replace(job, meta=...)``) to change what is stored.
 ``run(ctx, call_next)`` / ``arun(ctx, call_next)``
     Around the handler: ``run`` for sync handlers (on the handler's thread), ``arun`` for async
     ones (on the worker's event loop). ``call_next()`` calls the handler (the next middleware
@@ -38,6 +39,7 @@ outcome is stored.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
@@ -76,11 +78,11 @@ class Middleware:
     def prepare(self, job: NewJob, meta: dict[str, Any]) -> None:
         return None
 
-    def enqueue(self, jobs: Sequence[NewJob], call_next: Callable[[], list[int]]) -> list[int]:
-        return call_next()
+    def enqueue(self, jobs: Sequence[NewJob], call_next: Callable[[Sequence[NewJob]], list[int]]) -> list[int]:
+        return call_next(jobs)
 
-    async def aenqueue(self, jobs: Sequence[NewJob], call_next: Callable[[], Awaitable[list[int]]]) -> list[int]:
-        return await call_next()
+    async def aenqueue(self, jobs: Sequence[NewJob], call_next: Callable[[Sequence[NewJob]], Awaitable[list[int]]]) -> list[int]:
+        return await call_next(jobs)
 
     def run(self, ctx: JobContext, call_next: Callable[[], Any]) -> Any:
         return call_next()
@@ -119,17 +121,17 @@ class Chain:
             out.append(replace(row, meta=json.dumps(meta, separators=(",", ":"))) if meta else row)
         return out
 
-    def enqueue(self, rows: Sequence[NewJob], insert: Callable[[], list[int]]) -> list[int]:
+    def enqueue(self, rows: Sequence[NewJob], insert: Callable[[Sequence[NewJob]], list[int]]) -> list[int]:
         call = insert
         for m in reversed(self.items):
-            call = _bind(m.enqueue, rows, call)
-        return call()
+            call = functools.partial(m.enqueue, call_next=call)
+        return call(rows)
 
-    async def aenqueue(self, rows: Sequence[NewJob], insert: Callable[[], Awaitable[list[int]]]) -> list[int]:
+    async def aenqueue(self, rows: Sequence[NewJob], insert: Callable[[Sequence[NewJob]], Awaitable[list[int]]]) -> list[int]:
         call = insert
         for m in reversed(self.items):
-            call = _abind(m.aenqueue, rows, call)
-        return await call()
+            call = functools.partial(m.aenqueue, call_next=call)
+        return await call(rows)
 
     def wrap(self, func: Callable[..., Any], is_async: bool, ctx: JobContext) -> Callable[..., Any]:
         """``func`` with the run hooks around it, same signature (the executor calls it as it would the handler)."""

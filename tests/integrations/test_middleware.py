@@ -35,15 +35,15 @@ class Recorder(Middleware):
         meta.setdefault("request_id", request_id.get())
         meta.setdefault("order", []).append(self.name)
 
-    def enqueue(self, jobs: Sequence[NewJob], call_next: Callable[[], list[int]]) -> list[int]:
+    def enqueue(self, jobs: Sequence[NewJob], call_next: Callable[[Sequence[NewJob]], list[int]]) -> list[int]:
         self.add("enqueue:before", len(jobs))
-        ids = call_next()
+        ids = call_next(jobs)
         self.add("enqueue:after", ids)
         return ids
 
-    async def aenqueue(self, jobs: Sequence[NewJob], call_next: Callable[[], Awaitable[list[int]]]) -> list[int]:
+    async def aenqueue(self, jobs: Sequence[NewJob], call_next: Callable[[Sequence[NewJob]], Awaitable[list[int]]]) -> list[int]:
         self.add("aenqueue:before", len(jobs))
-        ids = await call_next()
+        ids = await call_next(jobs)
         self.add("aenqueue:after", ids)
         return ids
 
@@ -152,10 +152,10 @@ def test_a_middleware_that_raises_around_a_run_fails_the_run_and_one_that_raises
     declare(app)
 
     class Refuse(Middleware):
-        def enqueue(self, jobs: Sequence[NewJob], call_next: Callable[[], list[int]]) -> list[int]:
+        def enqueue(self, jobs: Sequence[NewJob], call_next: Callable[[Sequence[NewJob]], list[int]]) -> list[int]:
             if any(j.type == "child" for j in jobs):
                 raise PermissionError("children are enqueued by parents only")
-            return call_next()
+            return call_next(jobs)
 
         def run(self, ctx: JobContext, call_next: Callable[[], Any]) -> Any:
             if ctx.job.type == "parent" and ctx.attempt == 1:
