@@ -55,7 +55,7 @@ def test_one_trace_from_the_request_to_the_run_and_its_child(app: Conveyor, expo
     with provider.get_tracer("web").start_as_current_span("POST /orders") as request:
         job_id = app.enqueue("place", {"email": "a@example.com"})
     with running_worker(app):
-        wait_until(lambda: spans(memory, "process email"), message="the child's run span")
+        wait_until(lambda: spans(memory, "process email"), message="the child's run span", timeout=60)
 
     (send,) = spans(memory, "send orders")
     (process,) = spans(memory, "process orders")
@@ -92,7 +92,7 @@ def test_batches_async_enqueue_and_failures(app: Conveyor, exporter: tuple[InMem
     (send,) = spans(memory, "send default")
     assert send.attributes is not None and send.attributes["messaging.batch.message_count"] == 2
     with running_worker(app):
-        wait_until(lambda: len(spans(memory, "process default")) == 2)
+        wait_until(lambda: len(spans(memory, "process default")) == 2, timeout=60)
     runs = spans(memory, "process default")
     assert {s.attributes["messaging.message.id"] for s in runs if s.attributes} == {str(i) for i in ids}
     for run in runs:
@@ -107,6 +107,6 @@ def test_without_a_trace_a_run_starts_its_own(app: Conveyor, exporter: tuple[InM
     app.enqueue("email", {"to": "x"})  # enqueued before tracing was on: no trace context in its meta
     app.use(OpenTelemetry(tracer_provider=provider))
     with running_worker(app):
-        wait_until(lambda: spans(memory, "process email"))
+        wait_until(lambda: spans(memory, "process email"), timeout=60)
     (run,) = spans(memory, "process email")
     assert run.parent is None and trace.get_current_span() is trace.INVALID_SPAN

@@ -80,7 +80,7 @@ def test_the_host_apps_login_decides_who_reads_and_who_acts(browser: Browser, ho
     app = host.app
     dead = app.enqueue_many([("charge", {"order": f"o-{i}", "fail": True}) for i in range(2)])
     with running_worker(app):
-        wait_until(lambda: app.count_jobs(state=JobState.DEAD) == 2)
+        wait_until(lambda: app.count_jobs(state=JobState.DEAD) == 2, timeout=60)
 
     alice = sign_in(browser, host, "alice")
     expect(alice.locator("#dlq-list tbody tr")).to_have_count(2)
