@@ -220,7 +220,8 @@ class Conveyor:
         return (await self._ainsert([self.new_job(job_type, payload, options)], connection))[0]
 
     async def aenqueue_many(self, jobs: Iterable[JobSpecTuple], *, connection: Any = None, **options: Any) -> list[int]:
-        return await self._ainsert(self._new_jobs(jobs, options), connection)
+        rows = self._new_jobs(jobs, options)
+        return await self._ainsert(rows, connection) if rows else []
 
     async def _ainsert(self, rows: list[NewJob], connection: Any) -> list[int]:
         async def insert(given: Sequence[NewJob]) -> list[int]:

@@ -89,6 +89,7 @@ def test_batches_async_enqueue_and_failures(app: Conveyor, exporter: tuple[InMem
         return await app.aenqueue_many([("fails", {}), ("fails", {})])
 
     ids = asyncio.run(produce())
+    assert app.enqueue_many([]) == [] and asyncio.run(app.aenqueue_many([])) == []  # nothing to send: no span
     (send,) = spans(memory, "send default")
     assert send.attributes is not None and send.attributes["messaging.batch.message_count"] == 2
     with running_worker(app):
