@@ -47,7 +47,8 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from conveyor.backends.base import NewJob
-from conveyor.errors import DeclarationError
+from conveyor.errors import DeclarationError, OptionError
+from conveyor.storable import storable_json
 
 if TYPE_CHECKING:
     from conveyor.context import JobContext
@@ -118,7 +119,7 @@ class Chain:
             meta: dict[str, Any] = json.loads(row.meta) if row.meta else {}
             for m in self.items:
                 m.prepare(row, meta)
-            out.append(replace(row, meta=json.dumps(meta, separators=(",", ":"))) if meta else row)
+            out.append(replace(row, meta=meta_text(meta)) if meta else row)
         return out
 
     def enqueue(self, rows: Sequence[NewJob], insert: Callable[[Sequence[NewJob]], list[int]]) -> list[int]:
@@ -165,6 +166,15 @@ class Chain:
                 m.finished(run)
             except Exception:
                 log.exception("middleware %r failed in finished() for job %s", m, run.job.id)
+
+
+def meta_text(meta: dict[str, Any]) -> str:
+    """Meta as stored: JSON that both databases keep (a NUL or lone surrogate becomes U+FFFD)."""
+    try:
+        text = json.dumps(meta, separators=(",", ":"))
+    except (TypeError, ValueError) as exc:
+        raise OptionError("meta", f"middleware set a value that is not JSON ({exc}); meta holds JSON values only") from None
+    return storable_json(text)
 
 
 def _bind(hook: Callable[[Any, Callable[[], Any]], Any], subject: Any, call_next: Callable[[], Any]) -> Callable[[], Any]:

@@ -26,7 +26,7 @@ from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from conveyor.backends.base import NewJob
-from conveyor.middleware import Middleware
+from conveyor.middleware import Middleware, meta_text
 
 if TYPE_CHECKING:
     from conveyor.context import JobContext
@@ -126,4 +126,4 @@ class OpenTelemetry(Middleware):
 def restamp(job: NewJob, carrier: dict[str, str]) -> NewJob:
     meta = json.loads(job.meta) if job.meta else {}
     meta[META_KEY] = carrier
-    return replace(job, meta=json.dumps(meta, separators=(",", ":")))
+    return replace(job, meta=meta_text(meta))

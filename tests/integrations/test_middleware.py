@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from conveyor import Conveyor, DeclarationError, JobContext, JobState, Middleware, RunInfo
+from conveyor import Conveyor, DeclarationError, JobContext, JobState, Middleware, OptionError, RunInfo
 from conveyor.backends.base import NewJob
 from conveyor.testing import running_worker, wait_until
 
@@ -176,3 +176,28 @@ def test_a_middleware_that_raises_around_a_run_fails_the_run_and_one_that_raises
 def test_use_refuses_what_is_not_middleware(app: Conveyor) -> None:
     with pytest.raises(DeclarationError, match="Middleware instances"):
         app.use(object())  # type: ignore[arg-type]
+
+
+def test_meta_is_stored_alike_on_both_databases_and_must_be_json(app: Conveyor) -> None:
+    declare(app)
+
+    class Odd(Middleware):
+        def __init__(self, value: Any) -> None:
+            self.value = value
+
+        def prepare(self, job: NewJob, meta: dict[str, Any]) -> None:
+            meta["odd"] = self.value
+
+    app.use(Odd("nul\x00 and lone \ud800 end"))
+    job_id = app.enqueue("child", {"n": 1})
+    assert app.get_job(job_id).meta == {"odd": "nul\ufffd and lone \ufffd end"}
+
+    other = Conveyor(app.settings.database_url)
+    declare(other)
+    other.use(Odd(object()))
+    try:
+        with pytest.raises(OptionError, match="option 'meta': middleware set a value that is not JSON"):
+            other.enqueue("child", {"n": 2})
+    finally:
+        other.close()
+    assert app.count_jobs() == 1
