@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -18,7 +17,6 @@ from typing_extensions import Unpack
 from conveyor.admin import Admin, Selection
 from conveyor.backends import from_url
 from conveyor.backends.base import Backend, NewJob, NewSchedule, Schedule, WorkerInfo
-from conveyor.backends.joined import sync_connection
 from conveyor.backends.insights import (
     AuditEntry,
     Insights,

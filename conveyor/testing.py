@@ -61,10 +61,10 @@ def running_worker(app: Conveyor, **options: Any) -> Iterator[Worker]:
 
 def idle(app: Conveyor) -> bool:
     """No job is pending, running, or scheduled and already due (a retry whose wait is over)."""
-    if app.count_jobs(state=LEFT):
+    if app.admin.jobs.count(state=LEFT):
         return False
     now = app.now()
-    return not any(job.run_at <= now for job in app.list_jobs(state=JobState.SCHEDULED, limit=10_000))
+    return not any(job.run_at <= now for job in app.admin.jobs.list(state=JobState.SCHEDULED, limit=10_000))
 
 
 def drain(app: Conveyor, timeout: float = 30.0, **options: Any) -> list[Job]:
@@ -72,10 +72,10 @@ def drain(app: Conveyor, timeout: float = 30.0, **options: Any) -> list[Job]:
 
     Jobs scheduled for later (a ``delay``, a retry's backoff) stay where they are.
     """
-    before = {j.id for j in app.list_jobs(state=JobState.DEAD, limit=100_000)}
+    before = {j.id for j in app.admin.jobs.list(state=JobState.DEAD, limit=100_000)}
     with running_worker(app, **options):
         wait_until(lambda: idle(app), timeout=timeout, message="the queue to drain")
-    return [j for j in app.list_jobs(state=JobState.DEAD, limit=100_000) if j.id not in before]
+    return [j for j in app.admin.jobs.list(state=JobState.DEAD, limit=100_000) if j.id not in before]
 
 
 class JobFailed(AssertionError):
@@ -95,13 +95,13 @@ class Inline:
         self.app = app
         self.raise_errors = raise_errors
         self.timeout = timeout
-        self.dead_seen = {j.id for j in app.list_jobs(state=JobState.DEAD, limit=100_000)}
+        self.dead_seen = {j.id for j in app.admin.jobs.list(state=JobState.DEAD, limit=100_000)}
 
     def settle(self) -> None:
         """Wait until every due job has run (the jobs they enqueue and their retries too); raise
         ``JobFailed`` for a job that died since the last settle (with ``raise_errors``)."""
         wait_until(lambda: idle(self.app), timeout=self.timeout, interval=0.005, message="inline jobs to finish")
-        died = [j for j in self.app.list_jobs(state=JobState.DEAD, limit=100_000) if j.id not in self.dead_seen]
+        died = [j for j in self.app.admin.jobs.list(state=JobState.DEAD, limit=100_000) if j.id not in self.dead_seen]
         self.dead_seen.update(j.id for j in died)
         if died and self.raise_errors:
             raise JobFailed(min(died, key=lambda j: j.id))
@@ -166,7 +166,7 @@ def inline(app: Conveyor, *, raise_errors: bool = True, timeout: float = 30.0, *
 
 def enqueued(app: Conveyor, job_type: str | None = None, payload: Any = None, *, state: Any = None, queue: str | None = None) -> list[Job]:
     """The jobs of ``job_type`` (any, if None) whose payload contains ``payload``, oldest first."""
-    jobs = app.list_jobs(type=job_type, state=state, queue=queue, limit=100_000)
+    jobs = app.admin.jobs.list(type=job_type, state=state, queue=queue, limit=100_000)
     wanted = as_data(payload)
     return sorted((j for j in jobs if wanted is None or contains(j.payload, wanted)), key=lambda j: j.id)
 
@@ -181,7 +181,7 @@ def assert_enqueued(
     found = enqueued(app, job_type, payload, state=state, queue=queue)
     if (count is None and found) or (count is not None and len(found) == count):
         return found
-    others = app.list_jobs(type=job_type, limit=20)
+    others = app.admin.jobs.list(type=job_type, limit=20)
     listing = "\n".join(f"  {j.id} {j.state.value} queue={j.queue} payload={j.payload}" for j in others) or "  (none)"
     expected = "at least one" if count is None else str(count)
     raise AssertionError(

@@ -35,8 +35,8 @@ async def test_atransaction_commits_rows_and_jobs_together(app: Conveyor) -> Non
         many = await app.aenqueue_many([("plain", {"n": 1}), ("send_email", {"n": 2})], connection=tx)
         assert [r[0] for r in await tx.execute("SELECT id FROM shop_orders")] == ["o1"]
     assert orders(app) == 1
-    assert app.get_job(one).payload == {"order": "o1"}
-    assert sorted(j.id for j in app.list_jobs()) == sorted([one, *many])
+    assert app.admin.jobs.get(one).payload == {"order": "o1"}
+    assert sorted(j.id for j in app.admin.jobs.list()) == sorted([one, *many])
 
 
 async def test_atransaction_rolls_back_rows_and_jobs_together(app: Conveyor) -> None:
@@ -45,7 +45,7 @@ async def test_atransaction_rolls_back_rows_and_jobs_together(app: Conveyor) -> 
             await tx.execute(f"INSERT INTO shop_orders (id) VALUES ({mark(app)})", ("o1",))
             await app.aenqueue("plain", {"order": "o1"}, connection=tx)
             raise RuntimeError("payment declined")
-    assert orders(app) == 0 and app.count_jobs() == 0
+    assert orders(app) == 0 and app.admin.jobs.count() == 0
 
 
 async def test_concurrent_atransactions_each_keep_their_own(app: Conveyor) -> None:
@@ -62,7 +62,7 @@ async def test_concurrent_atransactions_each_keep_their_own(app: Conveyor) -> No
     results = await asyncio.gather(place("a", False), place("b", True), place("c", False), return_exceptions=True)
     assert [type(r) for r in results] == [type(None), RuntimeError, type(None)]
     assert orders(app) == 2
-    assert sorted(j.payload["order"] for j in app.list_jobs()) == ["a", "c"]
+    assert sorted(j.payload["order"] for j in app.admin.jobs.list()) == ["a", "c"]
 
 
 async def open_async_driver(app: Conveyor, database_url: str) -> Any:
@@ -72,21 +72,21 @@ async def open_async_driver(app: Conveyor, database_url: str) -> Any:
 
 
 async def test_aenqueue_joins_an_async_driver_transaction(app: Conveyor, database_url: str) -> None:
-    app.count_jobs()  # the schema exists before the caller's own connection opens
+    app.admin.jobs.count()  # the schema exists before the caller's own connection opens
     conn = await open_async_driver(app, database_url)
     try:
         await conn.execute(f"INSERT INTO shop_orders (id) VALUES ({mark(app)})", ("o1",))
         job_id = await app.aenqueue("process_order", {"order_id": "o1", "email": "a@b.c"}, connection=conn)
         await app.aenqueue_many([("plain", {"n": 1}), ("plain", {"n": 2})], connection=conn, priority=4)
-        assert app.count_jobs() == 0  # not visible before the caller commits
+        assert app.admin.jobs.count() == 0  # not visible before the caller commits
         await conn.commit()
-        assert app.get_job(job_id).queue == "orders"
-        assert app.count_jobs() == 3 and orders(app) == 1
+        assert app.admin.jobs.get(job_id).queue == "orders"
+        assert app.admin.jobs.count() == 3 and orders(app) == 1
 
         await conn.execute(f"INSERT INTO shop_orders (id) VALUES ({mark(app)})", ("o2",))
         await app.aenqueue("plain", {"order": "o2"}, connection=conn)
         await conn.rollback()
-        assert app.count_jobs() == 3 and orders(app) == 1
+        assert app.admin.jobs.count() == 3 and orders(app) == 1
     finally:
         await conn.close()
 
@@ -96,4 +96,4 @@ async def test_aenqueue_refuses_a_sync_connection_and_validates_first(app: Conve
         await app.aenqueue("plain", {}, connection=tx)
     with pytest.raises(OptionError, match="not open"):
         await app.aenqueue("plain", {}, connection=app.atransaction())
-    assert app.count_jobs() == 0
+    assert app.admin.jobs.count() == 0

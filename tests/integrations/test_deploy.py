@@ -63,7 +63,7 @@ def test_the_units_commands_migrate_run_and_stop_gracefully_logging_json(client:
     worker = subprocess.Popen(command(keys["ExecStart"][0]) + ["--poll-interval", "0.05"], env=env, cwd=ROOT,
                               stderr=subprocess.PIPE, text=True)
     try:
-        wait_until(lambda: client.get_job(slow).state is JobState.RUNNING and client.get_job(quick).finished, timeout=60)
+        wait_until(lambda: client.admin.jobs.get(slow).state is JobState.RUNNING and client.admin.jobs.get(quick).finished, timeout=60)
         worker.send_signal(getattr(signal, keys["KillSignal"][0]))
         _, stderr = worker.communicate(timeout=float(keys["TimeoutStopSec"][0]))
     finally:
@@ -72,7 +72,7 @@ def test_the_units_commands_migrate_run_and_stop_gracefully_logging_json(client:
             worker.communicate()
     assert worker.returncode == 0, stderr
     lines = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
-    assert client.get_job(slow).state is JobState.COMPLETED  # the grace let it finish
+    assert client.admin.jobs.get(slow).state is JobState.COMPLETED  # the grace let it finish
     runs = {line["job_id"]: line for line in lines if "outcome" in line}
     assert runs[quick]["job_type"] == "nap" and runs[quick]["queue"] == "default" and runs[quick]["attempt"] == 1
     assert runs[quick]["outcome"] == "completed" and runs[slow]["outcome"] == "completed"
@@ -93,12 +93,12 @@ def test_health_exit_codes_for_probes(client: Conveyor, database_url: str, tmp_p
     worker = subprocess.Popen([sys.executable, "-m", "conveyor", "worker", "tests.worker.procapp:app", "--poll-interval", "0.05"],
                               env=env, cwd=ROOT)
     try:
-        wait_until(lambda: client.workers(), timeout=60, message="the worker to register")
+        wait_until(lambda: client.admin.workers.list(), timeout=60, message="the worker to register")
         ok = run_health(env)
         assert ok.returncode == 0 and ok.stdout.startswith("ok"), ok.stdout
         local = run_health(env, "--local")
         assert local.returncode == 0 and f"workers on {socket.gethostname()}: 1 live" in local.stdout
-        assert run_health(env, "--worker", client.workers()[0].id).returncode == 0
+        assert run_health(env, "--worker", client.admin.workers.list()[0].id).returncode == 0
         assert run_health(env, "--worker", "no-such-worker").returncode == 1
     finally:
         worker.send_signal(signal.SIGTERM)

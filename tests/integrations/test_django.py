@@ -88,16 +88,16 @@ def test_a_view_commits_its_order_its_task_and_a_conveyor_job_and_a_worker_runs_
     assert response.json()["status"] == "READY"
 
     app = conveyor_app()
-    task_job = app.get_job(int(result_id))
+    task_job = app.admin.jobs.get(int(result_id))
     assert (task_job.queue, task_job.priority, task_job.state) == ("email", 10, JobState.PENDING)
     assert task_job.payload == {"task": "tests.django_project.shop.tasks.send_confirmation", "args": ["o1"], "kwargs": {}}
-    assert [j.type for j in app.list_jobs(type="audit_order")] == ["audit_order"]
+    assert [j.type for j in app.admin.jobs.list(type="audit_order")] == ["audit_order"]
 
     failing = explode.enqueue("boom")
     with_context = report_attempt.enqueue(n=7)
     coroutine = double.enqueue(21)
     later = send_confirmation.using(run_after=timezone.now() + timedelta(hours=1)).enqueue("o1")
-    assert app.get_job(int(later.id)).state is JobState.SCHEDULED
+    assert app.admin.jobs.get(int(later.id)).state is JobState.SCHEDULED
 
     worker = start_worker(site)
     try:
@@ -124,7 +124,7 @@ def test_a_view_that_fails_rolls_back_its_order_task_and_job(site: str) -> None:
     client = Client(raise_request_exception=False)
     assert client.post("/orders/o2/", {"fail": "1"}).status_code == 500
     assert not Order.objects.filter(id="o2").exists()
-    assert conveyor_app().count_jobs() == 0
+    assert conveyor_app().admin.jobs.count() == 0
 
 
 def test_backend_refuses_what_it_cannot_honour(site: str) -> None:
@@ -136,4 +136,4 @@ def test_backend_refuses_what_it_cannot_honour(site: str) -> None:
         send_confirmation.get_result("123456")
     with pytest.raises(TaskResultDoesNotExist):
         send_confirmation.get_result("not-an-id")
-    assert conveyor_app().count_jobs() == 0
+    assert conveyor_app().admin.jobs.count() == 0

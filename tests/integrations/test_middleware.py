@@ -108,12 +108,12 @@ def test_hooks_run_in_order_and_carry_meta_from_enqueue_to_run_and_children(app:
         ("outer", "enqueue:before", 1), ("inner", "enqueue:before", 1),
         ("inner", "enqueue:after", [parent_id]), ("outer", "enqueue:after", [parent_id]),
     ]  # fmt: skip
-    assert app.get_job(parent_id).meta == {"request_id": "req-1", "order": ["outer", "inner"]}
+    assert app.admin.jobs.get(parent_id).meta == {"request_id": "req-1", "order": ["outer", "inner"]}
     seen.clear()
     with running_worker(app):
-        wait_until(lambda: app.count_jobs(state="completed") == 2, message="parent and child", timeout=60)
+        wait_until(lambda: app.admin.jobs.count(state="completed") == 2, message="parent and child", timeout=60)
         wait_until(lambda: len(events(seen, "inner")) >= 7, timeout=60)  # parent: 2 around, its child's prepare, finished; child: 3
-    child = app.list_jobs(type="child")[0]
+    child = app.admin.jobs.list(type="child")[0]
     assert child.result == "child saw req-1"  # the parent's run set the context its child was prepared in
     assert child.meta is not None and child.meta["request_id"] == "req-1"
     assert [e[:2] for e in seen if e[1] != "finished"][:6] == [
@@ -140,9 +140,9 @@ def test_async_hooks_and_failures(app: Conveyor, caplog: pytest.LogCaptureFixtur
     later_id, broken_id = asyncio.run(produce())
     assert [e[1] for e in seen if "aenqueue" in e[1]] == ["aenqueue:before", "aenqueue:after", "aenqueue:before", "aenqueue:after"]
     with caplog.at_level(logging.ERROR, logger="conveyor.middleware"), running_worker(app):
-        wait_until(lambda: app.get_job(later_id).finished and app.get_job(broken_id).finished, timeout=60)
+        wait_until(lambda: app.admin.jobs.get(later_id).finished and app.admin.jobs.get(broken_id).finished, timeout=60)
         wait_until(lambda: len(events(seen, "only")) >= 9, timeout=60)
-    assert app.get_job(later_id).result == 7 and app.get_job(broken_id).state is JobState.DEAD
+    assert app.admin.jobs.get(later_id).result == 7 and app.admin.jobs.get(broken_id).state is JobState.DEAD
     assert ("only", "arun:after", 7) in seen and ("only", "run:raised", "ValueError") in seen
     assert ("only", "finished", "broken", "dead", "ValueError: no luck") in seen
     assert "reporter down" in caplog.text  # a failing finished() is logged, the job unaffected
@@ -165,11 +165,11 @@ def test_a_middleware_that_raises_around_a_run_fails_the_run_and_one_that_raises
     app.use(Refuse())
     with pytest.raises(PermissionError):
         app.enqueue("child", {"n": 1})
-    assert app.count_jobs() == 0
+    assert app.admin.jobs.count() == 0
     job_id = app.enqueue("parent", {})
     with running_worker(app):
-        wait_until(lambda: app.get_job(job_id).state is JobState.COMPLETED, message="the second attempt", timeout=60)
-    job = app.get_job(job_id)
+        wait_until(lambda: app.admin.jobs.get(job_id).state is JobState.COMPLETED, message="the second attempt", timeout=60)
+    job = app.admin.jobs.get(job_id)
     assert job.attempt == 2 and job.errors[0].error == "ConnectionError: tracing backend unreachable"
 
 
@@ -190,7 +190,7 @@ def test_meta_is_stored_alike_on_both_databases_and_must_be_json(app: Conveyor) 
 
     app.use(Odd("nul\x00 and lone \ud800 end"))
     job_id = app.enqueue("child", {"n": 1})
-    assert app.get_job(job_id).meta == {"odd": "nul\ufffd and lone \ufffd end"}
+    assert app.admin.jobs.get(job_id).meta == {"odd": "nul\ufffd and lone \ufffd end"}
 
     other = Conveyor(app.settings.database_url)
     declare(other)
@@ -200,4 +200,4 @@ def test_meta_is_stored_alike_on_both_databases_and_must_be_json(app: Conveyor) 
             other.enqueue("child", {"n": 2})
     finally:
         other.close()
-    assert app.count_jobs() == 1
+    assert app.admin.jobs.count() == 1

@@ -77,7 +77,7 @@ def test_one_trace_from_the_request_to_the_run_and_its_child(app: Conveyor, expo
         "messaging.destination.name": "orders", "messaging.message.id": str(job_id), "conveyor.job.type": "place",
         "conveyor.job.attempt": 1,
     }  # fmt: skip
-    assert app.get_job(job_id).meta is not None and "traceparent" in app.get_job(job_id).meta["otel"]  # type: ignore[index]
+    assert app.admin.jobs.get(job_id).meta is not None and "traceparent" in app.admin.jobs.get(job_id).meta["otel"]  # type: ignore[index]
 
 
 def test_batches_async_enqueue_and_failures(app: Conveyor, exporter: tuple[InMemorySpanExporter, TracerProvider]) -> None:

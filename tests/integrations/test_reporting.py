@@ -40,7 +40,7 @@ def test_failed_runs_are_logged_with_traceback_and_job_fields(app: Conveyor, cap
     slow = app.enqueue("slow", {})
     app.enqueue("fine", {})
     with caplog.at_level(logging.WARNING, logger="conveyor.errors"), running_worker(app):
-        wait_until(lambda: app.get_job(charge).state is JobState.DEAD and app.get_job(slow).state is JobState.DEAD, timeout=60)
+        wait_until(lambda: app.admin.jobs.get(charge).state is JobState.DEAD and app.admin.jobs.get(slow).state is JobState.DEAD, timeout=60)
         wait_until(lambda: len([r for r in caplog.records if r.name == "conveyor.errors"]) == 3, timeout=60)
     records = [r for r in caplog.records if r.name == "conveyor.errors"]
     retry, dead = [r for r in records if getattr(r, "job_type", None) == "charge"]
@@ -86,7 +86,7 @@ def test_sentry_receives_dead_jobs_as_events_through_its_logging_integration(app
     app.use(ErrorReporter())
     charge = app.enqueue("charge", {"order": "o2"})
     with running_worker(app):
-        wait_until(lambda: app.get_job(charge).state is JobState.DEAD, timeout=60)
+        wait_until(lambda: app.admin.jobs.get(charge).state is JobState.DEAD, timeout=60)
         wait_until(lambda: sentry.events(), message="the Sentry event", timeout=60)
     (event,) = sentry.events()  # the retried attempt (WARNING) is below event_level: no event
     assert event["level"] == "error" and event["logger"] == "conveyor.errors"

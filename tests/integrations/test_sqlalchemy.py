@@ -32,7 +32,7 @@ def sqlalchemy_url(database_url: str, driver: str) -> str:
 @pytest.fixture
 def engine(app: Conveyor, database_url: str) -> Iterator[Engine]:
     declare(app)
-    app.count_jobs()  # Conveyor's tables exist (its first use migrates)
+    app.admin.jobs.count()  # Conveyor's tables exist (its first use migrates)
     engine = create_engine(sqlalchemy_url(database_url, "sync"))
     Base.metadata.create_all(engine)
     yield engine
@@ -50,9 +50,9 @@ def test_session_commit_stores_the_row_and_its_jobs(app: Conveyor, engine: Engin
         session.flush()
         job_id = app.enqueue("process_order", {"order_id": "o1", "email": "a@b.c"}, connection=session)
         app.enqueue_many([("plain", {"n": 1}), ("plain", {"n": 2})], connection=session)
-        assert app.count_jobs() == 0  # not visible to others before the commit
+        assert app.admin.jobs.count() == 0  # not visible to others before the commit
     assert saved_orders(engine) == ["o1"]
-    assert app.get_job(job_id).payload["order_id"] == "o1" and app.count_jobs() == 3
+    assert app.admin.jobs.get(job_id).payload["order_id"] == "o1" and app.admin.jobs.count() == 3
 
 
 def test_session_rollback_drops_the_row_and_its_jobs(app: Conveyor, engine: Engine) -> None:
@@ -60,7 +60,7 @@ def test_session_rollback_drops_the_row_and_its_jobs(app: Conveyor, engine: Engi
         session.add(ShopOrder(id="o1"))
         app.enqueue("plain", {"order": "o1"}, connection=session)
         raise RuntimeError("payment declined")
-    assert saved_orders(engine) == [] and app.count_jobs() == 0
+    assert saved_orders(engine) == [] and app.admin.jobs.count() == 0
 
 
 def test_connection_transaction_commit_and_rollback(app: Conveyor, engine: Engine) -> None:
@@ -72,7 +72,7 @@ def test_connection_transaction_commit_and_rollback(app: Conveyor, engine: Engin
         app.enqueue("plain", {"order": "o2"}, connection=conn)
         raise RuntimeError("rolled back")
     assert saved_orders(engine) == ["o1"]
-    assert [j.payload for j in app.list_jobs()] == [{"order": "o1"}]
+    assert [j.payload for j in app.admin.jobs.list()] == [{"order": "o1"}]
 
 
 def test_an_invalid_payload_is_refused_before_the_session_writes(app: Conveyor, engine: Engine) -> None:
@@ -80,7 +80,7 @@ def test_an_invalid_payload_is_refused_before_the_session_writes(app: Conveyor, 
         session.add(ShopOrder(id="o1"))
         with pytest.raises(Exception, match="quantity"):
             app.enqueue("process_order", {"order_id": "o1", "email": "e", "items": [{"product_id": "p", "quantity": 0}]}, connection=session)
-    assert saved_orders(engine) == ["o1"] and app.count_jobs() == 0
+    assert saved_orders(engine) == ["o1"] and app.admin.jobs.count() == 0
 
 
 async def test_async_session_commit_and_rollback(app: Conveyor, engine: Engine, database_url: str) -> None:
@@ -102,8 +102,8 @@ async def test_async_session_commit_and_rollback(app: Conveyor, engine: Engine, 
     finally:
         await async_engine.dispose()
     assert saved_orders(engine) == ["o1"]
-    assert app.get_job(job_id).payload == {"order": "o1"}
-    assert sorted(j.type for j in app.list_jobs()) == ["plain", "plain", "send_email"]
+    assert app.admin.jobs.get(job_id).payload == {"order": "o1"}
+    assert sorted(j.type for j in app.admin.jobs.list()) == ["plain", "plain", "send_email"]
 
 
 async def test_an_async_session_passed_to_sync_enqueue_is_refused(app: Conveyor, engine: Engine, database_url: str) -> None:

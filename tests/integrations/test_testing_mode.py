@@ -46,7 +46,7 @@ def test_inline_runs_the_job_and_its_children_before_enqueue_returns(app: Convey
     with inline(app):
         job_id = app.enqueue("place", Order(order_id="o1", quantity=1))
         assert calls == [("place", "o1", 1), ("notify", "o1")]
-    job = app.get_job(job_id)
+    job = app.admin.jobs.get(job_id)
     assert job.state is JobState.COMPLETED and job.result == "placed o1"
     assert_enqueued(app, "notify", {"order_id": "o1"}, count=1, state="completed")
 
@@ -116,7 +116,7 @@ def test_drain_runs_due_jobs_and_returns_the_dead(app: Conveyor) -> None:
     later = app.enqueue("notify", {"order_id": "later"}, delay=3600)
     dead = drain(app)
     assert [j.type for j in dead] == ["flaky"]
-    assert ("notify", "o1") in calls and app.get_job(later).state is JobState.SCHEDULED
+    assert ("notify", "o1") in calls and app.admin.jobs.get(later).state is JobState.SCHEDULED
 
 
 def test_memory_store_is_private_fast_and_shared_by_threads() -> None:
@@ -130,10 +130,10 @@ def test_memory_store_is_private_fast_and_shared_by_threads() -> None:
             t.start()
         for t in threads:
             t.join()
-        assert app.count_jobs() == 80 and other.count_jobs() == 0
+        assert app.admin.jobs.count() == 80 and other.admin.jobs.count() == 0
         with inline(app):
             app.enqueue("notify", {"order_id": "x"})
-        assert app.count_jobs(state="completed") == 81  # the inline worker drained the backlog too
+        assert app.admin.jobs.count(state="completed") == 81  # the inline worker drained the backlog too
         path = app.backend.path  # type: ignore[attr-defined]
     finally:
         app.close()

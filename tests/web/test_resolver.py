@@ -80,15 +80,15 @@ def test_the_host_apps_login_decides_who_reads_and_who_acts(browser: Browser, ho
     app = host.app
     dead = app.enqueue_many([("charge", {"order": f"o-{i}", "fail": True}) for i in range(2)])
     with running_worker(app):
-        wait_until(lambda: app.count_jobs(state=JobState.DEAD) == 2, timeout=60)
+        wait_until(lambda: app.admin.jobs.count(state=JobState.DEAD) == 2, timeout=60)
 
     alice = sign_in(browser, host, "alice")
     expect(alice.locator("#dlq-list tbody tr")).to_have_count(2)
     alice.click(f"#dlq-list a:text-is('#{dead[0]}')")
     alice.click("button:text-is('Retry')")
     expect(alice.locator(".flash")).to_contain_text(f"Job {dead[0]} sent back to pending")
-    assert app.get_job(dead[0]).state is JobState.PENDING
-    assert [(e.actor, e.action) for e in app.audit_log()] == [("alice", "job.retry")]  # the host's user is the actor
+    assert app.admin.jobs.get(dead[0]).state is JobState.PENDING
+    assert [(e.actor, e.action) for e in app.admin.audit.list()] == [("alice", "job.retry")]  # the host's user is the actor
 
     bob = sign_in(browser, host, "bob")
     expect(bob.locator(".who")).to_contain_text("(read-only)")
@@ -100,7 +100,7 @@ def test_the_host_apps_login_decides_who_reads_and_who_acts(browser: Browser, ho
         assert as_bob.get("/admin/api/stats").status_code == 200
         refused = as_bob.post(f"/admin/api/jobs/{dead[1]}/retry")
         assert refused.status_code == 403 and "read-only" in refused.text
-    assert app.get_job(dead[1]).state is JobState.DEAD
+    assert app.admin.jobs.get(dead[1]).state is JobState.DEAD
 
     with httpx.Client(base_url=host.url) as anonymous:
         assert anonymous.get("/admin/api/stats").status_code == 401
@@ -109,4 +109,4 @@ def test_the_host_apps_login_decides_who_reads_and_who_acts(browser: Browser, ho
         assert anonymous.get("/admin/login?next=/admin/jobs", follow_redirects=False).headers["location"] == "/login?next=%2Fadmin%2Fjobs"
     with httpx.Client(base_url=host.url, headers={"Authorization": f"Bearer {WRITE}"}) as automation:  # tokens still work beside it
         assert automation.post(f"/admin/api/jobs/{dead[1]}/retry").status_code == 200
-    assert app.get_job(dead[1]).state is JobState.PENDING
+    assert app.admin.jobs.get(dead[1]).state is JobState.PENDING

@@ -130,7 +130,7 @@ class ConveyorBackend(BaseTaskBackend):
 
     def get_result(self, result_id: str) -> TaskResult[Any]:
         try:
-            job = self.app.get_job(int(result_id))
+            job = self.app.admin.jobs.get(int(result_id))
         except (ValueError, JobNotFound):
             raise TaskResultDoesNotExist(result_id) from None
         if job.type != JOB_TYPE:
