@@ -53,4 +53,4 @@ def configure(level: str | int = "INFO", *, only_if_unset: bool = False, form: s
         return
     handler = logging.StreamHandler()
     handler.setFormatter(JsonFormatter() if form == "json" else logging.Formatter(FORMAT))
-    logging.basicConfig(level=level.upper() if isinstance(level, str) else level, handlers=[handler], force=not only_if_unset)
+    logging.basicConfig(level=level.upper() if isinstance(level, str) else level, handlers=[handler])
