@@ -27,6 +27,7 @@ from conveyor.errors import (
 from conveyor.events import JobEvent
 from conveyor.handle import JobHandle
 from conveyor.job import FailedAttempt, Job, JobState, Priority
+from conveyor.middleware import Middleware, RunInfo
 from conveyor.outcome import Cancel, Snooze
 from conveyor.ratelimit import RateLimit, Throttled
 from conveyor.retry import Exponential, Fixed
@@ -56,12 +57,14 @@ __all__ = [
     "JobHandle",
     "JobNotFound",
     "JobState",
+    "Middleware",
     "OptionError",
     "PayloadError",
     "PendingJob",
     "Priority",
     "RateLimit",
     "ResultError",
+    "RunInfo",
     "Schedule",
     "ScheduleNotFound",
     "Selection",

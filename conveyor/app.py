@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -25,6 +24,7 @@ from conveyor.backends.insights import (
     WorkflowSummary,
     insights_for,
 )
+from conveyor.backends.joined import sync_connection
 from conveyor.config import Settings
 from conveyor.cron import CronSpec
 from conveyor.cron import declare as declare_cron
@@ -33,11 +33,13 @@ from conveyor.errors import DeclarationError
 from conveyor.events import EventName, Events, JobEvent
 from conveyor.handle import BatchDeclaration, Declaration
 from conveyor.job import Job, JobState
+from conveyor.middleware import Chain, Middleware
 from conveyor.options import JobDeclaration, Resolved, resolve
 from conveyor.payload import encode
 from conveyor.ratelimit import QueuePolicy
 from conveyor.registry import JobSpec, Registry
 from conveyor.stats import Health, Stats, Thresholds
+from conveyor.transaction import AsyncTransaction, TransactionThreads, ainsert
 from conveyor.workflow import Flow, NamedJob, WorkflowStatus, collect, topological, type_name
 
 if TYPE_CHECKING:
@@ -84,6 +86,8 @@ class Conveyor:
         self.events = Events()
         self._backend: Backend | None = None
         self._backend_lock = threading.Lock()
+        self._tx_threads = TransactionThreads()
+        self.middleware = Chain()
 
     @property
     def backend(self) -> Backend:
@@ -95,6 +99,7 @@ class Conveyor:
         return self._backend
 
     def close(self) -> None:
+        self._tx_threads.close()
         if self._backend is not None:
             self._backend.close()
             self._backend = None
@@ -116,6 +121,13 @@ class Conveyor:
         """
         return (BatchDeclaration if options.get("batch") is not None else Declaration)(self, name, options)
 
+    def use(self, *middlewares: Middleware) -> None:
+        """Add middleware: hooks around each enqueue and each run (conveyor/middleware.py, docs/middleware.md).
+
+        >>> app.use(OpenTelemetry(), ErrorReporter())   # the first given is the outermost
+        """
+        self.middleware.add(*middlewares)
+
     def on(self, event: EventName) -> Callable[[Callable[[JobEvent], Any]], Callable[[JobEvent], Any]]:
         """Subscribe to ``completed``, ``failed`` (every failed attempt) or ``dead``."""
 
@@ -127,10 +139,21 @@ class Conveyor:
     # -- enqueueing ---------------------------------------------------------------------
 
     def new_job(self, job_type: str | NamedJob, payload: Any, options: dict[str, Any]) -> NewJob:
-        """Validate a job and its options into the row to insert (no I/O)."""
+        """Validate a job and its options into the row to insert (no I/O); middleware may add its meta."""
+        row = self._row(job_type, payload, options)
+        return self.middleware.prepared([row])[0] if self.middleware else row
+
+    def _row(self, job_type: str | NamedJob, payload: Any, options: dict[str, Any]) -> NewJob:
         spec = self.registry.get(type_name(job_type))
         text = encode(spec.name, spec.model, payload)
         return row_of(spec.name, text, resolve(spec.options, options))
+
+    def _insert(self, rows: list[NewJob], connection: Any) -> list[int]:
+        """Write rows (joining ``connection``'s transaction if given), through the enqueue middleware."""
+        conn = sync_connection(connection)
+        if not self.middleware:
+            return [inserted.id for inserted in self.backend.jobs_insert(rows, conn)]
+        return self.middleware.enqueue(rows, lambda given: [inserted.id for inserted in self.backend.jobs_insert(list(given), conn)])
 
     def enqueue(self, job_type: str | NamedJob, payload: Any = None, *, connection: Any = None, **options: Any) -> int:
         """Queue one job by its type's name and return its id (the existing job's id if deduplicated).
@@ -138,15 +161,16 @@ class Conveyor:
         For producers that do not import the handlers' module; where the handle is at hand,
         ``handle.enqueue(payload, ...)`` is the same call, checked by mypy.
 
-        ``connection`` joins the caller's open transaction (from ``app.transaction()`` or the
-        caller's own sqlite3/psycopg connection): the job commits or rolls back with it.
+        ``connection`` joins the caller's open transaction (``app.transaction()``, the caller's own
+        sqlite3/psycopg connection, a SQLAlchemy Session or Connection, Django's connection): the
+        job commits or rolls back with it.
         """
-        return self.backend.jobs_insert([self.new_job(job_type, payload, options)], connection)[0].id
+        return self._insert([self.new_job(job_type, payload, options)], connection)[0]
 
     def enqueue_many(self, jobs: Iterable[JobSpecTuple], *, connection: Any = None, **options: Any) -> list[int]:
         """Queue many jobs in one transaction: ``[(type, payload)]`` or ``[(type, payload, options)]``."""
         rows = self._new_jobs(jobs, options)
-        return [inserted.id for inserted in self.backend.jobs_insert(rows, connection)] if rows else []
+        return self._insert(rows, connection) if rows else []
 
     def _new_jobs(self, jobs: Iterable[JobSpecTuple], options: dict[str, Any]) -> list[NewJob]:
         """``new_job`` per item; items without options of their own share one resolve per type."""
@@ -154,7 +178,7 @@ class Conveyor:
         shared: dict[str, tuple[JobSpec, Resolved]] = {}
         for item in jobs:
             if len(item) > 2:
-                rows.append(self.new_job(item[0], item[1], {**options, **item[2]}))
+                rows.append(self._row(item[0], item[1], {**options, **item[2]}))
                 continue
             job_type = type_name(item[0])
             known = shared.get(job_type)
@@ -163,7 +187,7 @@ class Conveyor:
             if known is None:
                 known = shared[job_type] = (spec, resolve(spec.options, options))
             rows.append(row_of(job_type, text, known[1]))
-        return rows
+        return self.middleware.prepared(rows) if self.middleware else rows
 
     @contextmanager
     def transaction(self) -> Iterator[Any]:
@@ -176,16 +200,32 @@ class Conveyor:
         with self.backend.transaction() as conn:
             yield conn
 
-    async def aenqueue(self, job_type: str | NamedJob, payload: Any = None, **options: Any) -> int:
-        """``enqueue`` for async code: validation here, the write on a worker thread."""
-        row = self.new_job(job_type, payload, options)
-        inserted = await asyncio.to_thread(self.backend.jobs_insert, [row])
-        return inserted[0].id
+    def atransaction(self) -> AsyncTransaction:
+        """``transaction`` for async code: share it with ``aenqueue(..., connection=tx)``.
 
-    async def aenqueue_many(self, jobs: Iterable[JobSpecTuple], **options: Any) -> list[int]:
+        >>> async with app.atransaction() as tx:
+        ...     await tx.execute("INSERT INTO orders ...")
+        ...     await app.aenqueue("send_confirmation", {...}, connection=tx)
+        """
+        return AsyncTransaction(self.backend, self._tx_threads)
+
+    async def aenqueue(self, job_type: str | NamedJob, payload: Any = None, *, connection: Any = None, **options: Any) -> int:
+        """``enqueue`` for async code: validation here, the write on a worker thread.
+
+        ``connection`` joins the caller's async transaction: ``app.atransaction()``, a
+        ``psycopg.AsyncConnection``, an ``aiosqlite`` connection, or a SQLAlchemy ``AsyncSession``.
+        """
+        return (await self._ainsert([self.new_job(job_type, payload, options)], connection))[0]
+
+    async def aenqueue_many(self, jobs: Iterable[JobSpecTuple], *, connection: Any = None, **options: Any) -> list[int]:
         rows = self._new_jobs(jobs, options)
-        inserted = await asyncio.to_thread(self.backend.jobs_insert, rows)
-        return [i.id for i in inserted]
+        return await self._ainsert(rows, connection) if rows else []
+
+    async def _ainsert(self, rows: list[NewJob], connection: Any) -> list[int]:
+        async def insert(given: Sequence[NewJob]) -> list[int]:
+            return [i.id for i in await ainsert(self.backend, list(given), connection)]
+
+        return await self.middleware.aenqueue(rows, insert) if self.middleware else await insert(rows)
 
     # -- workflows ----------------------------------------------------------------------
 
@@ -202,8 +242,8 @@ class Conveyor:
         for s, deps in ordered:
             row = self.new_job(s.job_type, s.payload, {**s.options, "workflow_id": wf_id})
             rows.append(replace(row, depends_on=tuple(deps)))
-        inserted = self.backend.jobs_insert(rows, connection)
-        return WorkflowHandle(wf_id, {id(s): i.id for (s, _), i in zip(ordered, inserted)}, [i.id for i in inserted])
+        inserted = self._insert(rows, connection)
+        return WorkflowHandle(wf_id, {id(s): i for (s, _), i in zip(ordered, inserted)}, inserted)
 
     # -- operating: ``app.admin`` --------------------------------------------------------------
 

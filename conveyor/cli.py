@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import secrets
+import socket
 import sys
 import threading
 from collections.abc import Callable
@@ -27,7 +28,7 @@ from conveyor.admin import Selection
 from conveyor.app import Conveyor
 from conveyor.backends import location, sqlite_file
 from conveyor.config import Settings
-from conveyor.errors import ConveyorError
+from conveyor.errors import BackendError, ConveyorError
 from conveyor.formatting import ago, duration, json_value, number, percent
 from conveyor.job import Job, JobState
 from conveyor.logs import configure as configure_logging
@@ -94,7 +95,9 @@ def open_app(database_url: str | None, app_path: str | None, existing: bool = Tr
 
 @click.group()
 @click.option("--log-level", default="INFO", show_default=True, envvar="CONVEYOR_LOG_LEVEL")
-def main(log_level: str) -> None:
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True, envvar="CONVEYOR_LOG_FORMAT",
+              help="json: one object per line with the job's id, type, queue, attempt and outcome as fields.")
+def main(log_level: str, log_format: str) -> None:
     """Conveyor: background jobs in the database you already have.
 
     \b
@@ -103,7 +106,7 @@ def main(log_level: str) -> None:
     conveyor.toml, DATABASE_URL, CONVEYOR_DATABASE_URL, the --app's own
     settings, --database-url.
     """
-    configure_logging(log_level)
+    configure_logging(log_level, form=log_format)
 
 
 @main.command()
@@ -515,3 +518,39 @@ def dashboard(database_url: str | None, app_path: str | None, host: str, port: i
 
 if __name__ == "__main__":
     main()
+
+
+@main.command()
+@app_options
+@click.option("--local", is_flag=True, help="Liveness of this machine's workers: exit 1 unless one on this host has a fresh heartbeat.")
+@click.option("--worker", "worker_id", metavar="ID", help="Liveness of one worker: exit 1 unless its heartbeat is fresh.")
+def health(database_url: str | None, app_path: str | None, local: bool, worker_id: str | None) -> None:
+    """Exit 0 when healthy, 1 when degraded (or the worker asked about is not live), 2 when the database cannot be reached.
+
+    For probes: a readiness or monitoring check runs ``conveyor health``; a container's liveness
+    probe runs ``conveyor health --local`` beside its worker.
+    """
+    try:
+        app = open_app(database_url, app_path)
+    except click.ClickException as exc:  # no database file there: as unreachable as a server that does not answer
+        click.echo(f"unhealthy: {exc.message}", err=True)
+        raise SystemExit(2) from exc
+    try:
+        if local or worker_id:
+            now, stale = app.now(), app.settings.worker_stale_after
+            host = socket.gethostname()
+            mine = [w for w in app.admin.workers.list() if (w.id == worker_id if worker_id else w.host == host)]
+            live = [w for w in mine if is_live(w, now, stale)]
+            what = f"worker {worker_id}" if worker_id else f"workers on {host}"
+            click.echo(f"{what}: {len(live)} live of {len(mine)} registered (heartbeat within {stale:g} s)")
+            raise SystemExit(0 if live else 1)
+        found = app.admin.health()
+    except BackendError as exc:
+        click.echo(f"unhealthy: database unreachable: {exc}", err=True)
+        raise SystemExit(2) from exc
+    except ConveyorError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(found.status.value)
+    for check in found.checks:
+        click.echo(f"  {'ok  ' if check.ok else 'FAIL'} {check.name}: {check.detail}")
+    raise SystemExit(0 if found.status == "ok" else 1)

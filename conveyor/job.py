@@ -85,6 +85,7 @@ class Job:
     errors: tuple[FailedAttempt, ...] = field(default_factory=tuple)
     backoff: str | None = None
     corrupt: str | None = None  # why the stored row could not be read as written (payload, errors)
+    meta: dict[str, Any] | None = None  # context set at enqueue by middleware (trace context, ...)
 
     @property
     def last_error(self) -> FailedAttempt | None:

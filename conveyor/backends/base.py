@@ -55,6 +55,7 @@ class NewJob:
     workflow_id: str | None = None
     parent_id: int | None = None
     depends_on: tuple[Dependency, ...] = ()
+    meta: str | None = None  # JSON object text (conveyor/middleware.py), carried to every run
 
 
 @dataclass(frozen=True, slots=True)
@@ -361,6 +362,18 @@ def claimed(rows: Sequence[Any], read: Callable[[Any], Job]) -> list[Job]:
     return jobs
 
 
+def read_meta(value: Any) -> dict[str, Any] | None:
+    """A job's meta column: jsonb (a dict already), JSON text (SQLite) or NULL. Meta is advisory
+    context, so a value that is not a JSON object reads as None rather than failing the job."""
+    if value is None or isinstance(value, dict):
+        return value
+    try:
+        found = json.loads(value)
+    except (TypeError, ValueError):
+        return None
+    return found if isinstance(found, dict) else None
+
+
 def corrupt_reason(columns: str | None, state: str | None) -> str | None:
     """A row's problems (its JSON columns', its state's) as one ``Job.corrupt`` text; None for a sound row."""
     if columns is None or state is None:
@@ -433,7 +446,7 @@ def salvaged_job(r: Sequence[Any], decoded: bool, at: Callable[[float], datetime
 JOB_COLUMNS = (
     "id, type, queue, state, payload, priority, attempt, max_attempts, run_at, created_at, "
     "attempted_at, finished_at, lease_token, lease_expires_at, worker_id, timeout, unique_key, "
-    "workflow_id, parent_id, progress, result, errors, backoff"
+    "workflow_id, parent_id, progress, result, errors, backoff, meta"
 )
 """The columns every job read selects, in the order the backends' row readers expect."""
 

@@ -8,6 +8,7 @@ Run it alone (``conveyor dashboard``) or mount it into your own FastAPI/Starlett
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 
@@ -19,10 +20,10 @@ from conveyor.app import Conveyor
 from conveyor.errors import BackendUnavailable, ConveyorError, InvalidTransition, JobNotFound
 from conveyor.metrics import exposition
 from conveyor.web import api, dashboard
-from conveyor.web.auth import Token, Tokens, reader
+from conveyor.web.auth import Access, Resolver, Token, Tokens, reader
 from conveyor.web.limits import SizeLimit
 
-__all__ = ["Token", "create_app"]
+__all__ = ["Access", "Token", "create_app"]
 
 STATIC = Path(__file__).parent / "static"
 
@@ -38,11 +39,23 @@ SECURITY_HEADERS = {
 }
 
 
-def create_app(app: Conveyor, *, tokens: Iterable[Token] | None = None, title: str = "Conveyor", refresh_seconds: float = 3.0) -> FastAPI:
+def create_app(
+    app: Conveyor, *, tokens: Iterable[Token] | None = None, title: str = "Conveyor", refresh_seconds: float = 3.0,
+    resolver: Resolver | None = None, login_url: str | None = None, resolver_secret: str | None = None,
+) -> FastAPI:
     """An ASGI app to see and steer ``app``'s queue.
 
     ``tokens`` default to the settings (``admin_token``, ``admin_read_token``, ``admin_tokens``);
-    with none configured every admin route answers 401.
+    with none configured (and no resolver) every admin route answers 401.
+
+    Mounted in your own app, ``resolver(request) -> Access | None`` decides who the caller is
+    from your app's authentication (its session, ``request.user``), and whether they may act;
+    dashboard pages send callers it refuses to ``login_url`` (with ``?next=``). Bearer tokens
+    still work beside it. ``resolver_secret`` signs the dashboard's CSRF values: give every web
+    process the same one (default: random per process).
+
+    >>> shop.mount("/admin", create_app(app, resolver=lambda r: Access(r.user.username, write=r.user.is_staff)
+    ...                                 if r.user.is_authenticated else None, login_url="/login"))
     """
     web = FastAPI(
         title=f"{title} admin API",
@@ -53,6 +66,9 @@ def create_app(app: Conveyor, *, tokens: Iterable[Token] | None = None, title: s
     )
     web.state.conveyor = app
     web.state.tokens = Tokens(tokens) if tokens is not None else Tokens.from_settings(app.settings)
+    web.state.resolver = resolver
+    web.state.login_url = login_url
+    web.state.resolver_secret = resolver_secret or secrets.token_hex(32)
     web.state.title = title
     web.state.refresh_seconds = refresh_seconds
     web.state.depth = dashboard.DepthHistory()

@@ -1,7 +1,9 @@
 """Who may look and who may steer: bearer tokens, the dashboard's session cookie, and CSRF.
 
 Every admin endpoint needs a token: read-only tokens see, read-write tokens also retry, cancel
-and purge. The dashboard logs in once with a token through a form and then carries a signed,
+and purge. Mounted in a host app, ``create_app(app, resolver=...)`` lets the host decide instead:
+the resolver reads the request (the host's own session or user) and returns an ``Access`` naming
+the caller and whether it may act, or None; bearer tokens, when configured, still work beside it. The dashboard logs in once with a token through a form and then carries a signed,
 HttpOnly session cookie (the token never appears in a URL); its mutating forms also carry a
 CSRF value derived from that session. Signatures use the token's own secret, so removing a
 token from the configuration ends its sessions too.
@@ -13,7 +15,7 @@ import hashlib
 import hmac
 import secrets
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -55,6 +57,18 @@ class Identity:
     @property
     def name(self) -> str:
         return self.token.name
+
+
+@dataclass(frozen=True, slots=True)
+class Access:
+    """What a host app's resolver decided about a request: who the caller is (the audit log's actor) and whether it may act."""
+
+    name: str
+    write: bool = False
+
+
+Resolver = Callable[[Request], "Access | None"]
+"""Decides a request's caller from the host app's own authentication; None: not signed in."""
 
 
 class Tokens:
@@ -136,12 +150,28 @@ def authenticate(request: Request) -> Identity | None:
     if scheme.lower() == "bearer" and credentials:
         token = tokens.match(credentials.strip())
         return None if token is None else Identity(token)
+    resolver: Resolver | None = getattr(request.app.state, "resolver", None)
+    if resolver is not None:
+        return resolved(request, resolver)
     cookie = request.cookies.get(SESSION_COOKIE)
     if cookie:
         token = tokens.from_session(cookie)
         if token is not None:
             return Identity(token, session=cookie)
     return None
+
+
+def resolved(request: Request, resolver: Resolver) -> Identity | None:
+    """The host's decision as an Identity. Its CSRF values are signed with the app's resolver secret
+    and bound to the caller's name, so the dashboard's forms and the API's cookie-less writes work
+    as with a token session."""
+    access = resolver(request)
+    if access is None:
+        return None
+    if not isinstance(access, Access):
+        raise TypeError(f"the dashboard's resolver must return conveyor.web.Access or None, not {type(access).__name__}")
+    token = Token(access.name, request.app.state.resolver_secret, Role.WRITE if access.write else Role.READ)
+    return Identity(token, session=f"host:{access.name}")
 
 
 def unauthorised() -> HTTPException:

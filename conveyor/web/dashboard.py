@@ -140,7 +140,16 @@ Viewer = Annotated[Identity, Depends(viewer)]
 
 def login_redirect(request: Request, _: Exception | None = None) -> Response:
     target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    if request.app.state.resolver is not None:  # the host app signs people in
+        return host_login(request, target)
     return RedirectResponse(f"{base_path(request)}/login?{urlencode({'next': target})}", status_code=303)
+
+
+def host_login(request: Request, target: str) -> Response:
+    login_url: str | None = request.app.state.login_url
+    if login_url is None:
+        return Response("Sign in to the application first.", status_code=401, media_type="text/plain")
+    return RedirectResponse(f"{login_url}{'&' if '?' in login_url else '?'}{urlencode({'next': target})}", status_code=303)
 
 
 def safe_next(request: Request, value: str | None) -> str:
@@ -185,6 +194,8 @@ async def signed_form(request: Request) -> tuple[Identity, FormData] | Response:
 
 @router.get("/login")
 def login_page(request: Request, next: str | None = None) -> Response:
+    if request.app.state.resolver is not None:
+        return host_login(request, safe_next(request, next))
     return render(request, "login.html", None, next=safe_next(request, next), error="")
 
 

@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from conveyor.backends.base import FinishParams
@@ -16,6 +16,7 @@ from conveyor.batch import BatchContext, item_outcomes
 from conveyor.context import JobContext
 from conveyor.errors import PayloadError, ResultError
 from conveyor.job import Job, JobState
+from conveyor.middleware import RunInfo
 from conveyor.options import decode_backoff
 from conveyor.outcome import Cancelled, Complete, Dead, Outcome, Retry, Snoozed, decide, describe, failure
 from conveyor.payload import decode
@@ -186,6 +187,8 @@ class Executor:
         started = time.monotonic()
         outcome = await self._decide(job, ctx)
         duration = time.monotonic() - started
+        if self.app.middleware:
+            self.app.middleware.finished(run_info(job, outcome, duration))
         return self._result(job, ctx, outcome, duration)
 
     def _result(self, job: Job, ctx: JobContext, outcome: Outcome, duration: float) -> RunResult:
@@ -212,6 +215,8 @@ class Executor:
             return Dead(f"payload no longer valid: {exc}", None)
         backoff = self._backoff(spec, job.backoff)
         args: tuple[Any, ...] = (payload, ctx) if spec.takes_context else (payload,)
+        if self.app.middleware:  # the handler wrapped in the run hooks (conveyor/middleware.py)
+            spec = replace(spec, func=self.app.middleware.wrap(spec.func, spec.is_async, ctx))
         try:
             result = await self._invoke(spec, args, job.timeout, [ctx])
         except NotStarted:
@@ -236,6 +241,9 @@ class Executor:
         started = time.monotonic()
         outcomes = await self._decide_batch(jobs, ctxs)
         duration = time.monotonic() - started
+        if self.app.middleware:
+            for job, o in zip(jobs, outcomes):
+                self.app.middleware.finished(run_info(job, o, duration))
         return [self._result(job, ctx, o, duration) for job, ctx, o in zip(jobs, ctxs, outcomes)]
 
     async def _decide_batch(self, jobs: list[Job], ctxs: list[JobContext]) -> list[Outcome]:
@@ -294,6 +302,15 @@ class Executor:
             case Cancelled(reason=reason):
                 return FinishParams(lease, JobState.CANCELLED, error=f"cancelled: {reason}", worker_id=self.worker_id)
         raise AssertionError(outcome)
+
+
+def run_info(job: Job, outcome: Outcome, duration: float) -> RunInfo:
+    """What ``Middleware.finished`` is told about a run."""
+    if isinstance(outcome, Retry | Dead):
+        return RunInfo(job, outcome_name(outcome), duration, outcome.error, outcome.traceback)
+    if isinstance(outcome, Cancelled):
+        return RunInfo(job, "cancelled", duration, f"cancelled: {outcome.reason}")
+    return RunInfo(job, outcome_name(outcome), duration, result=outcome.result if isinstance(outcome, Complete) else None)
 
 
 def outcome_name(outcome: Outcome) -> str:

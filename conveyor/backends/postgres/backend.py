@@ -35,6 +35,7 @@ from conveyor.backends.base import (
     dependency_ids,
     initial_state,
     read_json_columns,
+    read_meta,
     read_state,
     salvaged_job,
 )
@@ -53,18 +54,18 @@ J_COLUMNS = ", ".join(f"j.{c.strip()}" for c in JOB_COLUMNS.split(","))
 
 INSERT_JOBS = """
 INSERT INTO conveyor_jobs (type, queue, state, payload, priority, max_attempts, run_at, created_at,
-                           timeout, backoff, unique_key, unique_until, workflow_id, parent_id)
+                           timeout, backoff, unique_key, unique_until, workflow_id, parent_id, meta)
 SELECT r.type, r.queue,
        CASE WHEN r.initial IS NOT NULL THEN r.initial WHEN r.at > now() THEN 'scheduled' ELSE 'pending' END, r.payload::jsonb,
        r.priority, r.max_attempts, r.at, now(), r.timeout, r.backoff, r.unique_key,
        CASE WHEN r.unique_for IS NULL THEN NULL ELSE now() + make_interval(secs => r.unique_for) END,
-       r.workflow_id, r.parent_id
+       r.workflow_id, r.parent_id, r.meta::jsonb
 FROM (
     SELECT u.*, coalesce(to_timestamp(u.run_at), now() + make_interval(secs => u.delay)) AS at
     FROM unnest(%b::text[], %b::text[], %b::text[], %b::int4[], %b::int4[], %b::float8[], %b::float8[],
-                %b::float8[], %b::text[], %b::text[], %b::float8[], %b::text[], %b::int8[], %b::text[])
+                %b::float8[], %b::text[], %b::text[], %b::float8[], %b::text[], %b::int8[], %b::text[], %b::text[])
          WITH ORDINALITY AS u(type, queue, payload, priority, max_attempts, delay, run_at,
-                              timeout, backoff, unique_key, unique_for, workflow_id, parent_id, initial, ord)
+                              timeout, backoff, unique_key, unique_for, workflow_id, parent_id, meta, initial, ord)
 ) AS r
 ORDER BY r.ord
 {on_conflict}
@@ -286,6 +287,7 @@ class PostgresBackend:
                 set_or_null([j.unique_for for j in jobs]),
                 set_or_null([j.workflow_id for j in jobs]),
                 set_or_null([j.parent_id for j in jobs]),
+                set_or_null([j.meta for j in jobs]),
                 None if initial is None else [initial] * len(jobs),
             ),
         ).fetchall()
@@ -663,5 +665,5 @@ class PostgresBackend:
         corrupt = corrupt_reason(cols.corrupt, odd_state)
         return job_from_fields((
             r[0], r[1], r[2], state, cols.payload, r[5], r[6], r[7], r[8], r[9], r[10], r[11], r[12], r[13],
-            r[14], r[15], r[16], r[17], r[18], cols.progress, cols.result, cols.errors, r[22], corrupt,
+            r[14], r[15], r[16], r[17], r[18], cols.progress, cols.result, cols.errors, r[22], corrupt, read_meta(r[23]),
         ))  # fmt: skip

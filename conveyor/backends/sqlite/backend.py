@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sqlite3
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -34,6 +36,7 @@ from conveyor.backends.base import (
     dependency_ids,
     initial_state,
     read_json_columns,
+    read_meta,
     read_state,
     salvaged_job,
 )
@@ -53,12 +56,12 @@ WATCH_INTERVAL = 0.005
 
 INSERT_JOB = f"""
 INSERT INTO conveyor_jobs (type, queue, state, payload, priority, max_attempts, run_at, created_at,
-                           timeout, backoff, unique_key, unique_until, workflow_id, parent_id)
+                           timeout, backoff, unique_key, unique_until, workflow_id, parent_id, meta)
 SELECT :type, :queue,
        CASE WHEN :initial IS NOT NULL THEN :initial WHEN r.at > {NOW} THEN 'scheduled' ELSE 'pending' END,
        :payload, :priority, :max_attempts, r.at, {NOW}, :timeout, :backoff, :unique_key,
        CASE WHEN :unique_for IS NULL THEN NULL ELSE {NOW} + :unique_for END,
-       :workflow_id, :parent_id
+       :workflow_id, :parent_id, :meta
 FROM (SELECT coalesce(:run_at, {NOW} + :delay) AS at) AS r
 WHERE true
 ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING
@@ -67,9 +70,9 @@ RETURNING id
 
 INSERT_ROWS = f"""
 INSERT INTO conveyor_jobs (type, queue, state, payload, priority, max_attempts, run_at, created_at,
-                           timeout, backoff, workflow_id, parent_id)
+                           timeout, backoff, workflow_id, parent_id, meta)
 SELECT r.column1, r.column2, CASE WHEN r.at > {NOW} THEN 'scheduled' ELSE 'pending' END, r.column3, r.column4,
-       r.column5, r.at, {NOW}, {{timeout}}, {{backoff}}, {{workflow_id}}, {{parent_id}}
+       r.column5, r.at, {NOW}, {{timeout}}, {{backoff}}, {{workflow_id}}, {{parent_id}}, {{meta}}
 FROM (SELECT *, coalesce({{run_at}}, {NOW} + column6) AS at FROM (VALUES {{rows}})) AS r
 RETURNING id
 """
@@ -79,8 +82,8 @@ nullable columns (``INSERT_NULLABLE``) that some job of the chunk sets: the othe
 as NULL, not bound (sqlite3 binds each None through its adapter lookup, ~0.8 µs a value). Rows
 go in in order, so their ascending ids follow it (one writer at a time)."""
 INSERT_BOUND = ("type", "queue", "payload", "priority", "max_attempts", "delay")
-INSERT_NULLABLE = ("run_at", "timeout", "backoff", "workflow_id", "parent_id")
-INSERT_CHUNK = 1000  # at most 11,000 bound values, well under SQLite's limit of 32,766
+INSERT_NULLABLE = ("run_at", "timeout", "backoff", "workflow_id", "parent_id", "meta")
+INSERT_CHUNK = 1000  # at most 12,000 bound values, well under SQLite's limit of 32,766
 
 RELEASE_EXPIRED_UNIQUE = f"UPDATE conveyor_jobs SET unique_key = NULL WHERE unique_key = ? AND unique_until <= {NOW}"
 
@@ -131,14 +134,27 @@ RETURNING id, state
 
 
 def path_from_url(url: str) -> str:
-    """``sqlite:///relative.db``, ``sqlite:////abs/path.db`` or ``sqlite:///:memory:``-free paths."""
+    """``sqlite:///relative.db`` or ``sqlite:////abs/path.db``; ``sqlite:///:memory:`` gives MEMORY (a private store, see memory_path)."""
     parts = urlsplit(url)
     if parts.scheme != "sqlite":
         raise ConfigError("database_url", f"not a sqlite URL: {url!r}")
     path = unquote(parts.path).removeprefix("/")
-    if not path or path == ":memory:":
+    if path == ":memory:" or (not path and parts.netloc == ":memory:"):
+        return MEMORY
+    if not path:
         raise ConfigError("database_url", "SQLite needs a file (workers are separate processes): sqlite:///path/to.db")
     return path
+
+
+MEMORY = ":memory:"
+
+
+def memory_path() -> str:
+    """A fresh store in RAM for ``sqlite:///:memory:`` (tests): a file on tmpfs, not SQLite's own
+    ``:memory:``, so that every thread's connection sees the same database with WAL and the busy
+    timeout working as on disk (a shared-cache memory database fails writers at once instead)."""
+    ram = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+    return os.path.join(tempfile.mkdtemp(prefix="conveyor-memory-", dir=ram), "conveyor.db")
 
 
 class SQLiteBackend:
@@ -154,6 +170,9 @@ class SQLiteBackend:
     def __init__(self, url: str, busy_timeout: float = 30.0) -> None:
         self.url = url
         self.path = path_from_url(url)
+        self.memory = self.path == MEMORY  # a private store for this backend object, removed at close
+        if self.memory:
+            self.path = memory_path()
         self.busy_timeout = busy_timeout
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
@@ -249,6 +268,8 @@ class SQLiteBackend:
                     pass
             self._all.clear()
         self._local = threading.local()
+        if self.memory:
+            shutil.rmtree(os.path.dirname(self.path), ignore_errors=True)
 
     def now(self) -> datetime:
         return from_epoch(self.conn.execute(f"SELECT {NOW}").fetchone()[0])
@@ -324,6 +345,7 @@ class SQLiteBackend:
                     "unique_for": job.unique_for,
                     "workflow_id": job.workflow_id,
                     "parent_id": job.parent_id,
+                    "meta": job.meta,
                     "initial": initial,
                 },
             ).fetchone()
@@ -728,7 +750,7 @@ class SQLiteBackend:
             None if r[11] is None else at(r[11]),
             r[12],
             None if r[13] is None else at(r[13]),
-            r[14], r[15], r[16], r[17], r[18], cols.progress, cols.result, cols.errors, r[22], corrupt,
+            r[14], r[15], r[16], r[17], r[18], cols.progress, cols.result, cols.errors, r[22], corrupt, read_meta(r[23]),
         ))  # fmt: skip
 
 

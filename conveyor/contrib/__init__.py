@@ -1,0 +1,1 @@
+"""Integrations with frameworks and tools (each an optional extra): ``conveyor.contrib.django``, ``.otel``."""
