@@ -62,8 +62,14 @@ WHERE finished_at >= %(start)s AND state = 'completed' AND attempted_at IS NOT N
 ORDER BY finished_at DESC LIMIT %(limit)s
 """
 
+# A finished parent stays while a child that depends on it has not finished: the child reads its
+# parents' results when it runs (a fan-in may wait on its slowest parent for longer than retention).
+AWAITED = (
+    "NOT EXISTS (SELECT 1 FROM conveyor_deps d JOIN conveyor_jobs c ON c.id = d.job_id "
+    "WHERE d.depends_on = conveyor_jobs.id AND c.state NOT IN ('completed', 'dead', 'cancelled'))"
+)
 OLD_FINISHED = (
-    "SELECT id FROM conveyor_jobs WHERE finished_at < %s AND state = %s ORDER BY finished_at LIMIT %s FOR UPDATE SKIP LOCKED"
+    "SELECT id FROM conveyor_jobs WHERE finished_at < %s AND state = %s AND " + AWAITED + " ORDER BY finished_at LIMIT %s FOR UPDATE SKIP LOCKED"
 )
 NEXT_COMPLETED_TYPE = "SELECT min(type) FROM conveyor_jobs WHERE state = 'completed' AND type > %s"
 NTH_NEWEST = (
@@ -72,10 +78,10 @@ NTH_NEWEST = (
 )
 OLDER_OF_TYPE = (
     "SELECT id FROM conveyor_jobs WHERE state = 'completed' AND type = %s AND (finished_at, id) <= (%s, %s) "
-    "ORDER BY finished_at, id LIMIT %s FOR UPDATE SKIP LOCKED"
+    "AND " + AWAITED + " ORDER BY finished_at, id LIMIT %s FOR UPDATE SKIP LOCKED"
 )
 COUNT_OLDER_OF_TYPE = (
-    "SELECT count(*) FROM conveyor_jobs WHERE state = 'completed' AND type = %s AND (finished_at, id) <= (%s, %s)"
+    "SELECT count(*) FROM conveyor_jobs WHERE state = 'completed' AND type = %s AND (finished_at, id) <= (%s, %s) AND " + AWAITED
 )
 
 RECENT_WORKFLOWS = """
@@ -193,7 +199,7 @@ class PostgresRetention:
         return [r[0] for r in self.conn.execute(OLD_FINISHED, (self.now - timedelta(seconds=age), state.value, limit))]
 
     def count_finished_before(self, state: JobState, age: float) -> int:
-        sql = "SELECT count(*) FROM conveyor_jobs WHERE finished_at < %s AND state = %s"
+        sql = "SELECT count(*) FROM conveyor_jobs WHERE finished_at < %s AND state = %s AND " + AWAITED
         return int(self._one(sql, (self.now - timedelta(seconds=age), state.value)))
 
     def completed_types(self) -> Iterator[str]:
