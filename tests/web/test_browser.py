@@ -11,6 +11,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from conveyor import JobNotFound, JobState
 from conveyor.testing import running_worker, wait_until
+from tests.conftest import missing
 from tests.web.conftest import WRITE, Server
 
 CHROMIUM = "/usr/bin/chromium"
@@ -29,7 +30,7 @@ SHOTS = Path(os.environ.get("CONVEYOR_TEST_OUTPUT", "test-output")) / "screensho
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     if not os.path.exists(CHROMIUM):
-        pytest.fail(f"{CHROMIUM} is missing: `make test` installs Debian's chromium package")
+        missing(CHROMIUM, "`make test` installs Debian's chromium package")
     with sync_playwright() as pw:
         chromium = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
         yield chromium
