@@ -19,7 +19,7 @@ from conveyor.app import Conveyor
 from conveyor.errors import BackendUnavailable, ConveyorError, InvalidTransition, JobNotFound
 from conveyor.metrics import exposition
 from conveyor.web import api, dashboard
-from conveyor.web.auth import Token, Tokens, reader
+from conveyor.web.auth import LoginThrottle, Token, Tokens, reader
 from conveyor.web.limits import SizeLimit
 
 __all__ = ["Token", "create_app"]
@@ -56,6 +56,7 @@ def create_app(app: Conveyor, *, tokens: Iterable[Token] | None = None, title: s
     web.state.title = title
     web.state.refresh_seconds = refresh_seconds
     web.state.depth = dashboard.DepthHistory()
+    web.state.login_throttle = LoginThrottle()
 
     @web.middleware("http")
     async def security_headers(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:

@@ -162,6 +162,24 @@ class PostgresInsights:
         with self.backend.transaction() as conn:
             return retention_count(PostgresRetention(conn), params)
 
+    # -- dashboard sessions -------------------------------------------------------------
+
+    def sessions_open(self, session_id: str, actor: str, seconds: float) -> None:
+        with self.backend._conn() as conn:
+            conn.execute("DELETE FROM conveyor_sessions WHERE expires_at <= now()")
+            conn.execute(
+                "INSERT INTO conveyor_sessions (id, actor, expires_at) VALUES (%s, %s, now() + make_interval(secs => %s))",
+                (session_id, actor, seconds),
+            )
+
+    def sessions_live(self, session_id: str) -> bool:
+        with self.backend._conn() as conn:
+            return conn.execute("SELECT 1 FROM conveyor_sessions WHERE id = %s AND expires_at > now()", (session_id,)).fetchone() is not None
+
+    def sessions_close(self, session_id: str) -> bool:
+        with self.backend._conn() as conn:
+            return conn.execute("DELETE FROM conveyor_sessions WHERE id = %s", (session_id,)).rowcount > 0
+
     def workers_forget(self, older_than: float) -> int:
         with self.backend.transaction() as conn:
             return conn.execute(

@@ -174,6 +174,24 @@ class SQLiteInsights:
         with self._read() as conn:
             return retention_count(SQLiteRetention(conn), params)
 
+    # -- dashboard sessions -------------------------------------------------------------
+
+    def sessions_open(self, session_id: str, actor: str, seconds: float) -> None:
+        with self._write() as conn:
+            conn.execute(f"DELETE FROM conveyor_sessions WHERE expires_at <= {NOW}")
+            conn.execute(
+                f"INSERT INTO conveyor_sessions (id, actor, created_at, expires_at) VALUES (?, ?, {NOW}, {NOW} + ?)",
+                (session_id, actor, seconds),
+            )
+
+    def sessions_live(self, session_id: str) -> bool:
+        with self._read() as conn:
+            return conn.execute(f"SELECT 1 FROM conveyor_sessions WHERE id = ? AND expires_at > {NOW}", (session_id,)).fetchone() is not None
+
+    def sessions_close(self, session_id: str) -> bool:
+        with self._write() as conn:
+            return conn.execute("DELETE FROM conveyor_sessions WHERE id = ?", (session_id,)).rowcount > 0
+
     def workers_forget(self, older_than: float) -> int:
         with self._write() as conn:
             return conn.execute(f"DELETE FROM conveyor_workers WHERE heartbeat_at < {NOW} - ?", (older_than,)).rowcount
