@@ -165,12 +165,8 @@ def test_dashboard_login_cookie_and_csrf(server: Server) -> None:
         csrf = page.text.split('name="csrf" value="')[1].split('"')[0]
         done = browser.post(f"/jobs/{dead[0]}/retry", data={"csrf": csrf, "next": "https://evil.example/"})
         assert done.status_code == 303 and done.headers["location"] == "/"  # never redirected off-site
-<<<<<<< HEAD
     assert server.app.admin.jobs.get(dead[0]).state is not JobState.DEAD
-    assert [(e.actor, e.action, e.detail.get("via")) for e in server.app.admin.audit.list()] == [("admin", "job.retry", "dashboard")]
-=======
-    assert server.app.get_job(dead[0]).state is not JobState.DEAD
-    assert [(e.actor, e.action, e.detail.get("via")) for e in server.app.audit_log()] == [
+    assert [(e.actor, e.action, e.detail.get("via")) for e in server.app.admin.audit.list()] == [
         ("admin", "job.retry", "dashboard"),
         ("admin", "login", "dashboard"),
     ]
@@ -200,7 +196,7 @@ def test_logout_ends_the_session_on_the_server(server: Server) -> None:
         assert other.get("/jobs").status_code == 200  # another session of the same token is its own
     browser.close()
     other.close()
-    assert [e.action for e in server.app.audit_log()][:1] == ["logout"]
+    assert [e.action for e in server.app.admin.audit.list()][:1] == ["logout"]
 
 
 def test_repeated_failed_logins_are_refused_for_a_while_and_logged(server: Server, caplog: pytest.LogCaptureFixture) -> None:
@@ -215,7 +211,7 @@ def test_repeated_failed_logins_are_refused_for_a_while_and_logged(server: Serve
     failures = [r.getMessage() for r in caplog.records if "failed dashboard login" in r.getMessage()]
     assert len(failures) == 5 and "127.0.0.1 (5 in the last 300 s)" in failures[-1]
     assert any("login refused for 127.0.0.1" in r.getMessage() for r in caplog.records)
-    throttled = [e for e in server.app.audit_log() if e.action == "login.throttled"]
+    throttled = [e for e in server.app.admin.audit.list() if e.action == "login.throttled"]
     assert [(e.actor, e.target, e.detail["failures"]) for e in throttled] == [("anonymous", "client:127.0.0.1", 5)]
 
 
@@ -229,7 +225,6 @@ def test_login_throttle_window_and_memory_bound() -> None:
     throttle.failed("b", now=3.0)
     throttle.failed("c", now=4.0)  # a third address: the stalest ("a") is forgotten
     assert throttle.wait("a", now=10.0) == 0.0
->>>>>>> eda13bf (Dashboard sessions end on the server at logout (a conveyor_sessions row per session, migration 0005 on both backends); failed logins are counted per address, refused with 429 after 5 in 5 minutes, logged and audited)
 
 
 def test_mounts_under_a_prefix_in_another_app(server: Server) -> None:
