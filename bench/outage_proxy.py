@@ -48,6 +48,8 @@ class OutageProxy:
         self._call(self._close(cut=True))
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(timeout=5)
+        if not self.thread.is_alive():
+            self.loop.close()  # its selector and self-pipe, or they leak into whatever runs next
 
     def outage(self, seconds: float) -> None:
         """Cut every connection and refuse new ones for ``seconds``; blocks until service is back."""

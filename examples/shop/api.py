@@ -20,7 +20,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from conveyor import Job, JobState
-from conveyor.errors import BackendError, BackendUnavailable
+from conveyor.errors import BackendError
 from conveyor.web import create_app as create_admin
 from conveyor.web.auth import Role, Tokens
 from conveyor.web.limits import SizeLimit
@@ -112,17 +112,12 @@ def create_api(config: ShopConfig | None = None, shop: Shop | None = None) -> Fa
         ]
         return JSONResponse({"error": "invalid request", "errors": errors}, status_code=422)
 
-    @api.exception_handler(BackendUnavailable)
-    async def database_down(_: Request, exc: BackendUnavailable) -> JSONResponse:
-        # raised only where nothing was saved: an unacknowledged COMMIT is settled first (Checkout.settle)
+    @api.exception_handler(BackendError)
+    async def database_down(_: Request, exc: BackendError) -> JSONResponse:
+        # raised only where nothing was saved: an order whose COMMIT went unanswered is settled first
+        # (Checkout.settle); input no database could store is refused by validation before (422)
         body = {"error": "database unavailable", "detail": "the shop cannot reach its database right now; nothing was saved, try again shortly"}
         return JSONResponse(body, status_code=503, headers={"retry-after": "2"})
-
-    @api.exception_handler(BackendError)
-    async def database_error(_: Request, exc: BackendError) -> JSONResponse:
-        # the database refused the statement: trying the same request again would fail the same way
-        body = {"error": "not saved", "detail": "the database refused this request; nothing was saved"}
-        return JSONResponse(body, status_code=500)
 
     @api.exception_handler(OrderRefused)
     async def refused(_: Request, exc: OrderRefused) -> JSONResponse:

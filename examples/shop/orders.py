@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from conveyor.errors import BackendError, BackendUnavailable
+from conveyor.errors import BackendError
 
 from examples.shop.db import Order, OrderItem, Product, ShopDB
 from examples.shop.payment import Charge, GatewayUnavailable, PaymentDeclined, PaymentGateway
@@ -107,6 +107,12 @@ class KeyReused(OrderRefused):
     status = 422
 
 
+class BadKey(OrderRefused):
+    """The Idempotency-Key header is not a usable key."""
+
+    status = 422
+
+
 class OutcomeUnknown(OrderRefused):
     """The order's COMMIT was sent but not acknowledged, and the database cannot be asked yet."""
 
@@ -121,7 +127,7 @@ def check_key(key: str | None) -> str | None:
     if key is None:
         return None
     if not 1 <= len(key) <= MAX_KEY_LENGTH or not all(" " < c <= "~" for c in key):
-        raise KeyReused(f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} printable ASCII characters without spaces")
+        raise BadKey(f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} printable ASCII characters without spaces")
     return key
 
 
@@ -203,7 +209,7 @@ class Checkout:
                 self.db.insert_order(tx, order)
                 self.pipeline.start(tx, order)
                 committing = True  # leaving the block sends COMMIT: past here a failure leaves the outcome open
-        except BackendUnavailable as exc:
+        except BackendError as exc:  # unavailable, or a connection that broke in a way the driver calls otherwise
             if not committing:
                 self.gateway.refund(charge)
                 raise
@@ -213,7 +219,7 @@ class Checkout:
             raise
         return order
 
-    def settle(self, order: Order, charge: Charge, products: list[str], failure: BackendUnavailable, patience: float = 10.0) -> Order:
+    def settle(self, order: Order, charge: Charge, products: list[str], failure: BackendError, patience: float = 10.0) -> Order:
         """The COMMIT went out and no answer came back: ask the database whether the order is there."""
         saved = self.saved(order.id, products, patience)
         if saved is True:
