@@ -47,10 +47,10 @@ def greet(p: Greeting, ctx: JobContext) -> str:
 '''
 
 TYPED_OK = '''
-from conveyor import Conveyor, JobState
+from conveyor import JobState
 from userjobs import app
 job_id: int = app.enqueue("greet", {"name": "typed"}, priority=5)
-state: JobState | None = None if (job := app.get_job(job_id)) is None else job.state
+state: JobState = app.admin.jobs.get(job_id).state
 '''
 TYPED_WRONG = '''
 from userjobs import app
