@@ -124,6 +124,8 @@ def served(installed: Installed, database_url: str) -> Iterator[tuple[Installed,
     token = "packaging-test-token"
     port = free_port()
     env = clean_env(CONVEYOR_DATABASE_URL=database_url, CONVEYOR_ADMIN_TOKEN=token)
+    migrated = run([installed.bin / "conveyor", "migrate"], cwd=installed.home, env=env)  # the CLI opens no database it did not make
+    assert migrated.returncode == 0, migrated.stdout + migrated.stderr
     server = subprocess.Popen(
         [str(installed.bin / "conveyor"), "dashboard", "--app", "userjobs:app", "--port", str(port)],
         cwd=installed.home, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
