@@ -4,6 +4,11 @@ Processes connect to the proxy's port instead of PostgreSQL's. ``outage(seconds)
 open connection at once and refuses new ones (the port is closed) for that long, which is what
 clients see while a server restarts, without disturbing anyone else using the real server.
 The proxy runs its own asyncio loop on a background thread.
+
+``cut_at_commit(trigger)`` plays the nastier failure: the connection breaks while a COMMIT is in
+flight. On the first connection that sends ``trigger`` (say ``b"INSERT INTO shop_orders"``), the
+next COMMIT is forwarded to the server (or, with ``forward=False``, swallowed) and the client's
+side is cut at once: the client never learns whether its transaction committed.
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ class OutageProxy:
         self.outages: list[tuple[float, float]] = []  # wall-clock (start, end) of each outage
         self.dropped = 0  # connections cut by outages
         self.refused_since: float | None = None
+        self.commit_cut: tuple[bytes, bool] | None = None  # (trigger, forward the COMMIT), armed by cut_at_commit
+        self.commits_cut = 0
         self.thread = threading.Thread(target=self.loop.run_forever, name="outage-proxy", daemon=True)
 
     def start(self) -> OutageProxy:
@@ -41,6 +48,8 @@ class OutageProxy:
         self._call(self._close(cut=True))
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(timeout=5)
+        if not self.thread.is_alive():
+            self.loop.close()  # its selector and self-pipe, or they leak into whatever runs next
 
     def outage(self, seconds: float) -> None:
         """Cut every connection and refuse new ones for ``seconds``; blocks until service is back."""
@@ -49,6 +58,10 @@ class OutageProxy:
         time.sleep(seconds)
         self._call(self._open())
         self.outages.append((began, time.time()))
+
+    def cut_at_commit(self, trigger: bytes, forward: bool = True) -> None:
+        """Arm one cut: after a connection sends ``trigger``, cut it at its next COMMIT (sent on, or not)."""
+        self.commit_cut = (trigger, forward)
 
     def url(self, base: str) -> str:
         """``base`` (a postgresql:// URL on the target) pointed at the proxy instead."""
@@ -82,10 +95,36 @@ class OutageProxy:
         pair = (client_writer, server_writer)
         self.links.update(pair)
         try:
-            await asyncio.gather(pump(client_reader, server_writer), pump(server_reader, client_writer))
+            await asyncio.gather(self._upstream(client_reader, server_writer, client_writer), pump(server_reader, client_writer))
         finally:
             for writer in pair:
                 self.links.discard(writer)
+                writer.transport.abort()
+
+    async def _upstream(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, client: asyncio.StreamWriter) -> None:
+        """Client to server, watching for the armed trigger and the COMMIT after it."""
+        triggered = cut = False
+        try:
+            while data := await reader.read(65536):
+                armed = self.commit_cut
+                if armed is not None and not triggered and armed[0] in data:
+                    triggered = True
+                elif armed is not None and triggered and b"COMMIT" in data:
+                    self.commit_cut = None
+                    self.commits_cut += 1
+                    cut = True
+                    if armed[1]:
+                        writer.write(data)
+                    client.transport.abort()  # before any answer can come back
+                    await writer.drain()
+                    writer.close()  # a clean end for the server: it reads the COMMIT (if sent), then end of input
+                    return
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            if not cut:
                 writer.transport.abort()
 
 

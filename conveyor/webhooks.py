@@ -225,12 +225,40 @@ def vet(url: str, *, allow_private: bool = False, resolve: Resolver = system_res
         raise WebhookURLRefused(url, "host resolves to no address")
     if not allow_private:
         for text in addresses:
-            address = ipaddress.ip_address(text.split("%")[0])
-            if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-                address = address.ipv4_mapped
-            if not address.is_global or address.is_multicast:
-                raise WebhookURLRefused(url, f"{host} is a private, loopback or reserved address ({address})")
+            given = ipaddress.ip_address(text.split("%")[0])
+            for address in (given, *embedded_ipv4(given)):
+                if not address.is_global or address.is_multicast:
+                    raise WebhookURLRefused(url, f"{host} is a private, loopback or reserved address ({address})")
     return Vetted(parts, host, port, tuple(addresses))
+
+
+NAT64 = ipaddress.IPv6Network("64:ff9b::/96")  # RFC 6052's well-known prefix: the IPv4 address is the last 32 bits
+NAT64_LOCAL = ipaddress.IPv6Network("64:ff9b:1::/48")  # RFC 8215's local-use prefix: a translator inside some network
+IPV4_COMPATIBLE = ipaddress.IPv6Network("::/96")  # deprecated ::a.b.c.d, still routed as IPv4 by some stacks
+
+
+def embedded_ipv4(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    """The IPv4 addresses an IPv6 address reaches through a translator or tunnel, to be checked as plain ones.
+
+    ``::ffff:10.0.0.1`` (mapped), ``64:ff9b::a00:1`` (NAT64), ``2002:a00:1::`` (6to4), ``::a00:1``
+    (IPv4-compatible) and Teredo all lead to 10.0.0.1 on a network that translates them, though
+    the IPv6 address itself looks global. A local-use NAT64 prefix may embed the address at any
+    of several offsets, so the whole prefix counts as private.
+    """
+    if not isinstance(address, ipaddress.IPv6Address):
+        return []
+    found: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = []
+    if address.ipv4_mapped is not None:
+        found.append(address.ipv4_mapped)
+    if address.sixtofour is not None:
+        found.append(address.sixtofour)
+    if address.teredo is not None:
+        found.extend(address.teredo)
+    if address in NAT64 or address in IPV4_COMPATIBLE:
+        found.append(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
+    if address in NAT64_LOCAL:
+        found.append(ipaddress.IPv4Address("0.0.0.0"))  # reserved, so refused: where it leads is not knowable here
+    return found
 
 
 def is_ip(host: str) -> bool:

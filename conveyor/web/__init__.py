@@ -20,7 +20,7 @@ from conveyor.app import Conveyor
 from conveyor.errors import BackendUnavailable, ConveyorError, InvalidTransition, JobNotFound
 from conveyor.metrics import exposition
 from conveyor.web import api, dashboard
-from conveyor.web.auth import Access, Resolver, Token, Tokens, reader
+from conveyor.web.auth import Access, LoginThrottle, Resolver, Token, Tokens, reader
 from conveyor.web.limits import SizeLimit
 
 __all__ = ["Access", "Token", "create_app"]
@@ -72,6 +72,7 @@ def create_app(
     web.state.title = title
     web.state.refresh_seconds = refresh_seconds
     web.state.depth = dashboard.DepthHistory()
+    web.state.login_throttle = LoginThrottle()
 
     @web.middleware("http")
     async def security_headers(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:

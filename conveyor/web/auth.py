@@ -6,15 +6,22 @@ the resolver reads the request (the host's own session or user) and returns an `
 the caller and whether it may act, or None; bearer tokens, when configured, still work beside it. The dashboard logs in once with a token through a form and then carries a signed,
 HttpOnly session cookie (the token never appears in a URL); its mutating forms also carry a
 CSRF value derived from that session. Signatures use the token's own secret, so removing a
-token from the configuration ends its sessions too.
+token from the configuration ends its sessions too. Each session is also a row in the database
+(``conveyor_sessions``): a cookie counts only while its row is there, so logging out ends the
+session for whoever holds a copy of the cookie, in every web process. Failed logins are counted
+per client address (``LoginThrottle``): past a few, that address is refused for a while, and
+each failure is logged.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import secrets
+import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -28,6 +35,8 @@ SESSION_COOKIE = "conveyor_session"
 CSRF_HEADER = "x-csrf-token"
 CSRF_FIELD = "csrf"
 SESSION_SECONDS = 12 * 3600
+
+log = logging.getLogger("conveyor.web")
 
 
 class Role(StrEnum):
@@ -52,7 +61,8 @@ class Identity:
     """A request's authenticated caller, and how it proved it."""
 
     token: Token
-    session: str | None = None  # set when authenticated by the dashboard's cookie
+    session: str | None = None  # set when authenticated by the dashboard's cookie: the cookie's value
+    session_id: str | None = None  # the id of that session's row
 
     @property
     def name(self) -> str:
@@ -115,13 +125,15 @@ class Tokens:
 
     # -- the dashboard's session --------------------------------------------------------
 
-    def session_for(self, token: Token, now: float | None = None) -> str:
+    def session_for(self, token: Token, now: float | None = None) -> tuple[str, str]:
+        """A new session's cookie value and its id (the row ``conveyor_sessions`` must hold for it)."""
         expires = int((now or time.time()) + SESSION_SECONDS)
-        nonce = secrets.token_hex(8)
+        nonce = secrets.token_hex(16)
         body = f"{token.name}.{expires}.{nonce}"
-        return f"{body}.{sign(token, 'session', body)}"
+        return f"{body}.{sign(token, 'session', body)}", nonce
 
-    def from_session(self, value: str, now: float | None = None) -> Token | None:
+    def from_session(self, value: str, now: float | None = None) -> tuple[Token, str] | None:
+        """The token a cookie was signed for and its session id, if the signature holds and it has not expired."""
         parts = value.rsplit(".", 3)
         if len(parts) != 4:
             return None
@@ -131,7 +143,7 @@ class Tokens:
             return None
         if not hmac.compare_digest(signature, sign(token, "session", f"{name}.{expires}.{nonce}")):
             return None
-        return token if int(expires) > (now or time.time()) else None
+        return (token, nonce) if int(expires) > (now or time.time()) else None
 
 
 def sign(token: Token, purpose: str, body: str) -> str:
@@ -155,9 +167,9 @@ def authenticate(request: Request) -> Identity | None:
         return resolved(request, resolver)
     cookie = request.cookies.get(SESSION_COOKIE)
     if cookie:
-        token = tokens.from_session(cookie)
-        if token is not None:
-            return Identity(token, session=cookie)
+        signed = tokens.from_session(cookie)
+        if signed is not None and request.app.state.conveyor.insights.sessions_live(signed[1]):
+            return Identity(signed[0], session=cookie, session_id=signed[1])
     return None
 
 
@@ -172,6 +184,54 @@ def resolved(request: Request, resolver: Resolver) -> Identity | None:
         raise TypeError(f"the dashboard's resolver must return conveyor.web.Access or None, not {type(access).__name__}")
     token = Token(access.name, request.app.state.resolver_secret, Role.WRITE if access.write else Role.READ)
     return Identity(token, session=f"host:{access.name}")
+
+
+class LoginThrottle:
+    """Failed logins per client address: after ``limit`` within ``window`` seconds, refuse that address.
+
+    The refusal lasts until the oldest of those failures leaves the window, and covers a right
+    token too (otherwise guessing would simply carry on). Kept per web process, in memory: with
+    several processes an address gets ``limit`` tries in each, still a few per window rather than
+    thousands a second. At most ``addresses`` are remembered; the stalest are forgotten first.
+    """
+
+    def __init__(self, limit: int = 5, window: float = 300.0, addresses: int = 10_000) -> None:
+        self.limit = limit
+        self.window = window
+        self.addresses = addresses
+        self._failures: dict[str, deque[float]] = {}
+        self._lock = threading.Lock()
+
+    def _recent(self, client: str, now: float) -> deque[float]:
+        found = self._failures.get(client, deque())
+        while found and found[0] <= now - self.window:
+            found.popleft()
+        return found
+
+    def wait(self, client: str, now: float | None = None) -> float:
+        """Seconds this address must wait before it may try again; 0 when it may try now."""
+        current = time.monotonic() if now is None else now
+        with self._lock:
+            recent = self._recent(client, current)
+            if len(recent) < self.limit:
+                return 0.0
+            return max(recent[-self.limit] + self.window - current, 0.0)
+
+    def failed(self, client: str, now: float | None = None) -> int:
+        """Count one failure; the number of failures of this address inside the window."""
+        current = time.monotonic() if now is None else now
+        with self._lock:
+            recent = self._recent(client, current)
+            recent.append(current)
+            self._failures.pop(client, None)
+            self._failures[client] = recent  # newest last, so the stalest go first below
+            while len(self._failures) > self.addresses:
+                del self._failures[next(iter(self._failures))]
+            return len(recent)
+
+    def succeeded(self, client: str) -> None:
+        with self._lock:
+            self._failures.pop(client, None)
 
 
 def unauthorised() -> HTTPException:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import math
 import threading
 import time
 from collections import deque
@@ -29,7 +30,18 @@ from conveyor.errors import ConveyorError, JobNotFound
 from conveyor.formatting import ago, duration, number, percent
 from conveyor.job import FINISHED_STATES, Job, JobState
 from conveyor.stats import Stats, is_live
-from conveyor.web.auth import CSRF_FIELD, SESSION_COOKIE, SESSION_SECONDS, Identity, Role, Tokens, authenticate, csrf_value
+from conveyor.web.auth import (
+    CSRF_FIELD,
+    SESSION_COOKIE,
+    SESSION_SECONDS,
+    Identity,
+    LoginThrottle,
+    Role,
+    Tokens,
+    authenticate,
+    csrf_value,
+    log,
+)
 from conveyor.web.schemas import PageQuery
 from conveyor.workflow import WorkflowNode
 
@@ -203,14 +215,33 @@ def login_page(request: Request, next: str | None = None) -> Response:
 async def login(request: Request) -> Response:
     form = await request.form()
     tokens: Tokens = request.app.state.tokens
-    token = tokens.match(str(form.get("token") or ""))
+    throttle: LoginThrottle = request.app.state.login_throttle
+    client = request.client.host if request.client else "unknown"
     target = safe_next(request, str(form.get("next") or ""))
+    wait = throttle.wait(client)
+    if wait > 0:
+        log.warning("dashboard login refused for %s: too many failed logins, %.0f s to wait", client, wait)
+        response = render(request, "login.html", None, status_code=429, next=target,
+                          error=f"Too many failed logins from your address. Try again in {math.ceil(wait)} s.")
+        response.headers["retry-after"] = str(math.ceil(wait))
+        return response
+    token = tokens.match(str(form.get("token") or ""))
+    app: Conveyor = request.app.state.conveyor
     if token is None:
+        failures = throttle.failed(client)
+        log.warning("failed dashboard login from %s (%d in the last %.0f s)", client, failures, throttle.window)
+        if failures == throttle.limit:  # once per lock-out, so a guesser cannot fill the audit log
+            app.admin.via("dashboard").audit.record("anonymous", "login.throttled", f"client:{client}", failures=failures,
+                                                    window=throttle.window)
         return render(request, "login.html", None, status_code=401, next=target, error="That token is not valid.")
+    throttle.succeeded(client)
+    cookie, session_id = tokens.session_for(token)
+    app.insights.sessions_open(session_id, token.name, SESSION_SECONDS)
+    app.admin.via("dashboard").audit.record(token.name, "login", f"client:{client}")
     response = RedirectResponse(target, status_code=303)
     response.set_cookie(
         SESSION_COOKIE,
-        tokens.session_for(token),
+        cookie,
         max_age=SESSION_SECONDS,
         httponly=True,
         samesite="strict",
@@ -222,9 +253,14 @@ async def login(request: Request) -> Response:
 
 @router.post("/logout")
 async def logout(request: Request) -> Response:
+    """End the session on the server (its row goes), then in the browser: a copied cookie stops working too."""
     checked = await signed_form(request)
     if isinstance(checked, Response):
         return checked
+    identity, _ = checked
+    if identity.session_id is not None:
+        request.app.state.conveyor.insights.sessions_close(identity.session_id)
+        request.app.state.conveyor.admin.via("dashboard").audit.record(identity.name, "logout")
     response = RedirectResponse(f"{base_path(request)}/login", status_code=303)
     response.delete_cookie(SESSION_COOKIE, path=base_path(request) or "/")
     return response

@@ -12,9 +12,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, Header, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
@@ -22,15 +22,17 @@ from pydantic import BaseModel, ConfigDict, Field
 from conveyor import Job, JobState
 from conveyor.errors import BackendError
 from conveyor.web import create_app as create_admin
+from conveyor.web.auth import Role, Tokens
 from conveyor.web.limits import SizeLimit
 from conveyor.webhooks import WebhookURLRefused, check_url, new_secret
 from examples.shop import mailbox
 from examples.shop.config import ShopConfig
-from examples.shop.db import Endpoint, Order, Product
+from examples.shop.db import Endpoint, Order, Product, TooManyEndpoints
 from examples.shop.jobs import Shop, create_shop
 from examples.shop.money import decimal
-from examples.shop.orders import Checkout, OrderRefused, OrderRequest
+from examples.shop.orders import Checkout, OrderRefused, OrderRequest, check_key, storable
 from examples.shop.payment import PaymentGateway
+from examples.shop.staff import staff
 
 
 class WebhookRequest(BaseModel):
@@ -77,7 +79,8 @@ def job_view(job: Job) -> dict[str, Any]:
 
 
 def endpoint_view(e: Endpoint, secret: bool = False) -> dict[str, Any]:
-    view = {"id": e.id, "url": e.url, "created_at": e.created_at.isoformat()}
+    view = {"id": e.id, "url": e.url, "created_at": e.created_at.isoformat(), "failures": e.failures,
+            "disabled_at": e.disabled_at.isoformat() if e.disabled_at else None}
     return {**view, "secret": e.secret} if secret else view
 
 
@@ -94,7 +97,12 @@ def create_api(config: ShopConfig | None = None, shop: Shop | None = None) -> Fa
         yield
         shop.app.close()
 
-    api = FastAPI(title="Conveyor Shop", version="1.0", lifespan=lifespan)
+    # No /docs or /redoc: FastAPI's pages load Swagger UI from a CDN, and nothing in the demo may need
+    # the internet. The OpenAPI document itself is served at /openapi.json.
+    api = FastAPI(title="Conveyor Shop", version="1.0", lifespan=lifespan, docs_url=None, redoc_url=None)
+    api.state.checkout = checkout
+    tokens = Tokens.from_settings(shop.app.settings)
+    reader, writer = Depends(staff(tokens, Role.READ)), Depends(staff(tokens, Role.WRITE))
 
     @api.exception_handler(RequestValidationError)
     async def invalid_body(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -106,13 +114,14 @@ def create_api(config: ShopConfig | None = None, shop: Shop | None = None) -> Fa
 
     @api.exception_handler(BackendError)
     async def database_down(_: Request, exc: BackendError) -> JSONResponse:
-        # the order's transaction did not commit: nothing of it is saved, and the client may retry
+        # raised only where nothing was saved: an order whose COMMIT went unanswered is settled first
+        # (Checkout.settle); input no database could store is refused by validation before (422)
         body = {"error": "database unavailable", "detail": "the shop cannot reach its database right now; nothing was saved, try again shortly"}
         return JSONResponse(body, status_code=503, headers={"retry-after": "2"})
 
     @api.exception_handler(OrderRefused)
     async def refused(_: Request, exc: OrderRefused) -> JSONResponse:
-        return JSONResponse(exc.detail, status_code=exc.status)
+        return JSONResponse(exc.detail, status_code=exc.status, headers={"retry-after": "2"} if exc.status == 503 else None)
 
     @api.get("/health")
     def health() -> dict[str, Any]:
@@ -124,16 +133,25 @@ def create_api(config: ShopConfig | None = None, shop: Shop | None = None) -> Fa
         return [product_view(p) for p in db.products().values()]
 
     @api.post("/orders", status_code=201)
-    def place_order(body: OrderRequest) -> dict[str, Any]:
-        return order_view(checkout.place(body))
+    def place_order(body: OrderRequest, idempotency_key: Annotated[str | None, Header()] = None) -> JSONResponse:
+        """Place an order. Send an ``Idempotency-Key`` header to retry safely: the same key returns the same order."""
+        order, replayed = checkout.place(body, check_key(idempotency_key))
+        return JSONResponse(order_view(order), status_code=201, headers={"idempotent-replayed": "true"} if replayed else None)
 
-    @api.get("/orders")
+    @api.get("/orders", dependencies=[reader])
     def recent_orders(limit: int = 50) -> list[dict[str, Any]]:
         return [order_view(o) for o in db.orders(min(max(limit, 1), 500))]
 
+    def find_order(order_id: str) -> Order | None:
+        try:
+            storable(order_id)
+        except ValueError:
+            return None  # no order has such an id (PostgreSQL could not even compare it)
+        return db.order(order_id)
+
     @api.get("/orders/{order_id}")
     def get_order(order_id: str) -> dict[str, Any]:
-        order = db.order(order_id)
+        order = find_order(order_id)
         if order is None:
             raise HTTPException(404, f"no order {order_id}")
         jobs = shop.app.admin.jobs.list(workflow_id=order.workflow_id, limit=100) if order.workflow_id else []
@@ -141,25 +159,34 @@ def create_api(config: ShopConfig | None = None, shop: Shop | None = None) -> Fa
 
     @api.get("/orders/{order_id}/invoice.pdf")
     def get_invoice(order_id: str) -> FileResponse:
-        order = db.order(order_id)
+        order = find_order(order_id)
         if order is None or not order.invoice_path or not Path(order.invoice_path).is_file():
             raise HTTPException(404, f"no invoice for order {order_id} yet")
         return FileResponse(order.invoice_path, media_type="application/pdf", filename=f"{order.id}.pdf")
 
-    @api.post("/webhooks", status_code=201)
+    @api.post("/webhooks", status_code=201, dependencies=[writer])
     def add_webhook(body: WebhookRequest) -> Any:
+        """Register an endpoint for order.completed (staff only); the same URL again returns its endpoint, enabled again."""
         try:
             url = check_url(body.url, allow_private=cfg.webhook_allow_private)
         except WebhookURLRefused as exc:
             error = {"field": "url", "message": exc.reason, "type": "url_refused"}
             return JSONResponse({"error": "invalid request", "errors": [error]}, status_code=422)
-        endpoint = Endpoint("we_" + secrets.token_hex(6), url, new_secret(), datetime.now(UTC))
-        db.add_endpoint(endpoint)
-        return endpoint_view(endpoint, secret=True)
+        try:
+            endpoint, created = db.add_endpoint(Endpoint("we_" + secrets.token_hex(6), url, new_secret(), datetime.now(UTC)),
+                                                cfg.webhook_max_endpoints)
+        except TooManyEndpoints as exc:
+            return JSONResponse({"error": str(exc), "limit": exc.limit}, status_code=409)
+        return JSONResponse(endpoint_view(endpoint, secret=True), status_code=201 if created else 200)
 
-    @api.get("/webhooks")
+    @api.get("/webhooks", dependencies=[reader])
     def list_webhooks() -> list[dict[str, Any]]:
         return [endpoint_view(e) for e in db.endpoints()]
+
+    @api.delete("/webhooks/{endpoint_id}", status_code=204, dependencies=[writer])
+    def remove_webhook(endpoint_id: str) -> None:
+        if not db.remove_endpoint(endpoint_id):
+            raise HTTPException(404, f"no webhook endpoint {endpoint_id}")
 
     @api.get("/demo/mail")
     def demo_mail() -> list[dict[str, Any]]:

@@ -34,6 +34,8 @@ class ShopConfig:
     webhook_attempts: int = 8
     webhook_timeout: float = 10.0
     webhook_allow_private: bool = False  # loopback receivers in the demo and tests only
+    webhook_max_endpoints: int = 10  # POST /webhooks answers 409 past this many
+    webhook_disable_after: int = 10  # failed delivery attempts in a row that disable an endpoint
     cleanup_after: float = 7 * 24 * 3600.0  # completed jobs older than this are purged at 3 AM
 
     @classmethod

@@ -69,6 +69,19 @@ CREATE TABLE IF NOT EXISTS shop_webhook_endpoints (
 )
 """
 
+# Columns added after the first release: (table, column, type). A database made by an older shop
+# gets them at the next start; CREATE TABLE IF NOT EXISTS would leave its tables as they were.
+ADDED_COLUMNS = (
+    ("shop_orders", "idempotency_key", "TEXT"),  # the client's Idempotency-Key: a retried POST finds its order
+    ("shop_orders", "request_hash", "TEXT"),  # the request that key was first used with
+    ("shop_webhook_endpoints", "failures", "INTEGER NOT NULL DEFAULT 0"),  # failed attempts in a row
+    ("shop_webhook_endpoints", "disabled_at", "{ts}"),  # set once the failures reach the limit
+)
+ADDED_INDEXES = (
+    "CREATE UNIQUE INDEX IF NOT EXISTS shop_orders_idempotency ON shop_orders (idempotency_key)",
+    "CREATE INDEX IF NOT EXISTS shop_webhook_endpoints_url ON shop_webhook_endpoints (url)",  # one row per URL: add_endpoint
+)
+
 MIGRATION_LOCK = 7_261_707  # pg_advisory_xact_lock key: concurrent starters create the tables once
 
 AVAILABLE = """
@@ -81,7 +94,11 @@ FROM shop_products p
 """
 """Stock minus what paid orders whose inventory is not yet synced have reserved."""
 
-ORDER_COLUMNS = "id, user_id, email, status, total_cents, charge_id, workflow_id, created_at, invoice_path, invoiced_at, fulfilled_at"
+ORDER_COLUMNS = (
+    "id, user_id, email, status, total_cents, charge_id, workflow_id, created_at, invoice_path, invoiced_at, fulfilled_at, "
+    "idempotency_key, request_hash"
+)
+ENDPOINT_COLUMNS = "id, url, secret, created_at, failures, disabled_at"
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +136,8 @@ class Order:
     invoice_path: str | None = None
     invoiced_at: datetime | None = None
     fulfilled_at: datetime | None = None
+    idempotency_key: str | None = None
+    request_hash: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +146,8 @@ class Endpoint:
     url: str
     secret: str
     created_at: datetime
+    failures: int = 0  # delivery attempts that failed in a row
+    disabled_at: datetime | None = None  # no deliveries once set; registering the URL again enables it
 
 
 class Tx:
@@ -184,11 +205,21 @@ class ShopDB:
                 tx.execute("SELECT pg_advisory_xact_lock(?)", (MIGRATION_LOCK,))
             for statement in SCHEMA.format(ts=ts).split(";"):
                 tx.execute(statement)
+            for table, column, kind in ADDED_COLUMNS:
+                self.add_column(tx, table, column, kind.format(ts=ts))
+            for statement in ADDED_INDEXES:
+                tx.execute(statement)
             for product_id, name, price, stock in SEED_PRODUCTS:
                 tx.execute(
                     "INSERT INTO shop_products (id, name, price_cents, stock) VALUES (?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
                     (product_id, name, cents(price), stock),
                 )
+
+    def add_column(self, tx: Tx, table: str, column: str, kind: str) -> None:
+        if self.postgres:
+            tx.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {kind}")
+        elif column not in {r[1] for r in tx.all(f"PRAGMA table_info({table})")}:
+            tx.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
     # -- products -----------------------------------------------------------------------
 
@@ -211,9 +242,10 @@ class ShopDB:
             (order.user_id, order.email, order.created_at),
         )
         tx.execute(
-            "INSERT INTO shop_orders (id, user_id, email, status, total_cents, charge_id, workflow_id, created_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (order.id, order.user_id, order.email, order.status, order.total_cents, order.charge_id, order.workflow_id, order.created_at),
+            "INSERT INTO shop_orders (id, user_id, email, status, total_cents, charge_id, workflow_id, created_at, idempotency_key, "
+            "request_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (order.id, order.user_id, order.email, order.status, order.total_cents, order.charge_id, order.workflow_id, order.created_at,
+             order.idempotency_key, order.request_hash),
         )
         for item in order.items:
             tx.execute(
@@ -246,7 +278,29 @@ class ShopDB:
             invoice_path=row[8],
             invoiced_at=tx.when(row[9]),
             fulfilled_at=tx.when(row[10]),
+            idempotency_key=row[11],
+            request_hash=row[12],
         )
+
+    def order_stored(self, order_id: str, product_ids: Sequence[str], wait: float) -> bool:
+        """Whether the order is stored, asked only once the transaction that saved it has ended either way.
+
+        After a lost COMMIT acknowledgement the server may still be committing: a plain read could
+        miss an order that is about to appear. The saving transaction held the order's product rows
+        locked (``products(lock=True)``), so taking the same locks waits for it to end; ``wait``
+        bounds that (PostgreSQL's lock_timeout; on SQLite writers are serialised already).
+        """
+        with self.transaction() as tx:
+            if self.postgres:
+                tx.execute(f"SET LOCAL lock_timeout = '{max(1, int(wait * 1000))}ms'")
+            self.products(tx, sorted(product_ids), lock=True)
+            return tx.one("SELECT 1 FROM shop_orders WHERE id = ?", (order_id,)) is not None
+
+    def order_by_key(self, key: str) -> Order | None:
+        """The order placed with this Idempotency-Key, if any."""
+        with self.transaction() as tx:
+            row = tx.one("SELECT id FROM shop_orders WHERE idempotency_key = ?", (key,))
+            return None if row is None else self.order(row[0], tx)
 
     def orders(self, limit: int = 50) -> list[Order]:
         with self.transaction() as tx:
@@ -299,21 +353,68 @@ class ShopDB:
 
     # -- webhook endpoints ----------------------------------------------------------------
 
-    def add_endpoint(self, endpoint: Endpoint) -> None:
+    def add_endpoint(self, endpoint: Endpoint, limit: int) -> tuple[Endpoint, bool]:
+        """Register ``endpoint.url``, or enable and return the endpoint that already has it; (endpoint, created).
+
+        Raises ``TooManyEndpoints`` when ``limit`` endpoints exist already. The count and the
+        insert share a transaction (on PostgreSQL under a lock), so concurrent calls cannot pass it.
+        """
         with self.transaction() as tx:
+            if self.postgres:
+                tx.execute("LOCK TABLE shop_webhook_endpoints IN SHARE ROW EXCLUSIVE MODE")
+            row = tx.one(f"SELECT {ENDPOINT_COLUMNS} FROM shop_webhook_endpoints WHERE url = ?", (endpoint.url,))
+            if row is not None:
+                tx.execute("UPDATE shop_webhook_endpoints SET failures = 0, disabled_at = NULL WHERE id = ?", (row[0],))
+                return Endpoint(row[0], row[1], row[2], tx.when(row[3]) or datetime.now(UTC)), False
+            count = tx.one("SELECT count(*) FROM shop_webhook_endpoints")
+            if count is not None and int(count[0]) >= limit:
+                raise TooManyEndpoints(limit)
             tx.execute(
                 "INSERT INTO shop_webhook_endpoints (id, url, secret, created_at) VALUES (?, ?, ?, ?)",
                 (endpoint.id, endpoint.url, endpoint.secret, endpoint.created_at),
             )
+        return endpoint, True
 
-    def endpoints(self, tx: Tx | None = None) -> list[Endpoint]:
+    def remove_endpoint(self, endpoint_id: str) -> bool:
+        with self.transaction() as tx:
+            return bool(tx.execute("DELETE FROM shop_webhook_endpoints WHERE id = ?", (endpoint_id,)).rowcount == 1)
+
+    def endpoints(self, tx: Tx | None = None, enabled_only: bool = False) -> list[Endpoint]:
         if tx is None:
             with self.transaction() as own:
-                return self.endpoints(own)
-        rows = tx.all("SELECT id, url, secret, created_at FROM shop_webhook_endpoints ORDER BY created_at, id")
-        return [Endpoint(r[0], r[1], r[2], tx.when(r[3]) or datetime.now(UTC)) for r in rows]
+                return self.endpoints(own, enabled_only)
+        where = " WHERE disabled_at IS NULL" if enabled_only else ""
+        rows = tx.all(f"SELECT {ENDPOINT_COLUMNS} FROM shop_webhook_endpoints{where} ORDER BY created_at, id")
+        return [self._endpoint(tx, r) for r in rows]
 
     def endpoint(self, endpoint_id: str) -> Endpoint | None:
         with self.transaction() as tx:
-            row = tx.one("SELECT id, url, secret, created_at FROM shop_webhook_endpoints WHERE id = ?", (endpoint_id,))
-            return None if row is None else Endpoint(row[0], row[1], row[2], tx.when(row[3]) or datetime.now(UTC))
+            row = tx.one(f"SELECT {ENDPOINT_COLUMNS} FROM shop_webhook_endpoints WHERE id = ?", (endpoint_id,))
+            return None if row is None else self._endpoint(tx, row)
+
+    def endpoint_failed(self, endpoint_id: str, disable_after: int, at: datetime) -> Endpoint | None:
+        """Count one failed delivery attempt; the endpoint is disabled when ``disable_after`` fail in a row."""
+        with self.transaction() as tx:
+            tx.execute(
+                "UPDATE shop_webhook_endpoints SET failures = failures + 1, "
+                "disabled_at = CASE WHEN failures + 1 >= ? THEN COALESCE(disabled_at, ?) ELSE disabled_at END WHERE id = ?",
+                (disable_after, at, endpoint_id),
+            )
+            row = tx.one(f"SELECT {ENDPOINT_COLUMNS} FROM shop_webhook_endpoints WHERE id = ?", (endpoint_id,))
+            return None if row is None else self._endpoint(tx, row)
+
+    def endpoint_succeeded(self, endpoint_id: str) -> None:
+        with self.transaction() as tx:
+            tx.execute("UPDATE shop_webhook_endpoints SET failures = 0 WHERE id = ? AND failures <> 0", (endpoint_id,))
+
+    @staticmethod
+    def _endpoint(tx: Tx, row: tuple[Any, ...]) -> Endpoint:
+        return Endpoint(row[0], row[1], row[2], tx.when(row[3]) or datetime.now(UTC), int(row[4] or 0), tx.when(row[5]))
+
+
+class TooManyEndpoints(Exception):
+    """The shop already has as many webhook endpoints as it allows."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"at most {limit} webhook endpoints may be registered; remove one first")
+        self.limit = limit

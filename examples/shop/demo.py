@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -121,8 +122,9 @@ class Stack:
 class WebhookReceiver(ThreadingHTTPServer):
     """A local endpoint that verifies every delivery; ``fail_first`` calls are answered 500."""
 
-    def __init__(self, fail_first: int = 0, on_event: Any = None) -> None:
+    def __init__(self, fail_first: int = 0, on_event: Any = None, path: str = "/hooks/orders") -> None:
         super().__init__(("127.0.0.1", 0), ReceiverHandler)
+        self.path = path
         self.secret = ""
         self.fail_first = fail_first
         self.on_event = on_event
@@ -135,7 +137,7 @@ class WebhookReceiver(ThreadingHTTPServer):
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}/hooks/orders"
+        return f"http://127.0.0.1:{self.server_address[1]}{self.path}"
 
     def receive(self, headers: Mapping[str, str], body: bytes) -> int:
         with self.lock:
@@ -178,6 +180,25 @@ def random_order(rng: random.Random, n: int, declined: bool = False) -> dict[str
     }
 
 
+DEMO_RECEIVER_PATH = "/hooks/demo-receiver"  # marks the demo's own receivers among the shop's endpoints
+
+
+def register_receiver(client: httpx.Client, receiver: WebhookReceiver) -> str:
+    """Register this run's receiver, first removing the receivers earlier demo runs left behind; its endpoint id.
+
+    Each run listens on a new port, so an earlier run's endpoint (a run killed before it could
+    remove it) points at a port nobody listens on, and every new order would make deliveries
+    there that retry for minutes. ``client`` carries the admin token (endpoints are staff-only).
+    """
+    for endpoint in client.get("/webhooks").raise_for_status().json():
+        parts = urlsplit(endpoint["url"])
+        if parts.hostname == "127.0.0.1" and parts.path == DEMO_RECEIVER_PATH and endpoint["url"] != receiver.url:
+            client.delete(f"/webhooks/{endpoint['id']}")
+    hook = client.post("/webhooks", json={"url": receiver.url}).raise_for_status().json()
+    receiver.secret = hook["secret"]
+    return str(hook["id"])
+
+
 def demo_env(environ: Mapping[str, str]) -> dict[str, str]:
     data = Path(environ.get("SHOP_DATA_DIR", str(ROOT / "examples/shop/data"))).resolve()
     env = {
@@ -204,22 +225,30 @@ def main() -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     stack = Stack(env, port)
-    receiver = WebhookReceiver(on_event=lambda e: print(f"  webhook {e['type']} for {e['data']['order_id']}: signature verified", flush=True))
+    receiver = WebhookReceiver(on_event=lambda e: print(f"  webhook {e['type']} for {e['data']['order_id']}: signature verified", flush=True),
+                               path=DEMO_RECEIVER_PATH)
+    staff = httpx.Client(base_url=stack.url, headers={"authorization": f"Bearer {env['CONVEYOR_ADMIN_TOKEN']}"}, timeout=10)
+    endpoint: str | None = None
     try:
         stack.start()
-        hook = httpx.post(f"{stack.url}/webhooks", json={"url": receiver.url}).json()
-        receiver.secret = hook["secret"]
+        endpoint = register_receiver(staff, receiver)
         announce(stack, env, receiver)
         orders = int(os.environ.get("DEMO_ORDERS", "0") or 0)
         if orders:
             place_orders(stack.url, orders)
         while not stop.wait(1.0):
             stack.check_alive()
-    except RuntimeError as exc:
+    except (RuntimeError, httpx.HTTPError) as exc:
         print(f"demo: {exc}", file=sys.stderr)
         return 1
     finally:
         print("\ndemo: stopping (workers finish their running jobs first)...", flush=True)
+        if endpoint is not None:
+            try:
+                staff.delete(f"/webhooks/{endpoint}")  # no deliveries to this run's receiver once it is gone
+            except httpx.HTTPError:
+                pass  # the next run removes it
+        staff.close()
         codes = stack.stop()
         receiver.shutdown()
         print("demo: stopped " + ", ".join(f"{name} ({exit_text(code)})" for name, code in codes.items()), flush=True)
@@ -240,7 +269,7 @@ def announce(stack: Stack, env: Mapping[str, str], receiver: WebhookReceiver) ->
     lines = [
         "",
         "Conveyor demo shop is running (Ctrl-C stops everything)",
-        f"  shop API        {stack.url}/docs   (GET /products, POST /orders, GET /orders/{{id}})",
+        f"  shop API        {stack.url}/openapi.json   (GET /products, POST /orders, GET /orders/{{id}})",
         f"  received mail   {stack.url}/demo/mail",
         f"  admin dashboard {stack.url}/admin/   token: {env['CONVEYOR_ADMIN_TOKEN']}" if admin
         else "  admin dashboard not available in this version of Conveyor",

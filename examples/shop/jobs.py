@@ -24,7 +24,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from conveyor import Cancel, Conveyor, Exponential, JobContext, JobEvent, JobState, Priority, Selection
-from conveyor.webhooks import WebhookURLRefused, deliver
+from conveyor.webhooks import WebhookDeliveryError, WebhookURLRefused, deliver
 from examples.shop import inventory, invoice, mail, report
 from examples.shop.config import ShopConfig
 from examples.shop.db import Order, ShopDB, Tx
@@ -80,7 +80,7 @@ class Pipeline:
                 {"endpoint_id": e.id, "event_id": "msg_" + secrets.token_hex(12), "event_type": ORDER_COMPLETED, "order_id": order.id},
                 connection=c, depends_on=[invoice, stock], idempotency_key=f"{ORDER_COMPLETED}:{order.id}:{e.id}", **w,
             )
-            for e in self.db.endpoints(tx)
+            for e in self.db.endpoints(tx, enabled_only=True)
         ]
         followup = self.app.enqueue("send_followup_email", ref, connection=c, delay=self.config.followup_delay, **w)
         return [confirm, invoice, stock, *hooks, followup]
@@ -148,11 +148,20 @@ class Pipeline:
                 "items": [{"product_id": i.product_id, "quantity": i.quantity} for i in order.items],
             },
         }
+        if endpoint.disabled_at is not None:
+            return Cancel(f"webhook endpoint {endpoint.id} is disabled after {endpoint.failures} failed attempts in a row")
         try:
             sent = deliver(endpoint.url, endpoint.secret, body, msg_id=p.event_id, timeout=self.config.webhook_timeout,
                            allow_private=self.config.webhook_allow_private)
         except WebhookURLRefused as exc:
             return Cancel(str(exc))  # retrying cannot help
+        except WebhookDeliveryError:
+            now = self.db.endpoint_failed(endpoint.id, self.config.webhook_disable_after, datetime.now(UTC))
+            if now is not None and now.disabled_at is not None:
+                log.warning("webhook endpoint %s (%s) disabled after %d failed attempts in a row", now.id, now.url, now.failures)
+                return Cancel(f"webhook endpoint {endpoint.id} disabled after {now.failures} failed attempts in a row")
+            raise
+        self.db.endpoint_succeeded(endpoint.id)
         return {"status_code": sent.status_code, "url": endpoint.url, "ms": round(sent.duration * 1000, 1)}
 
     def daily_sales_report(self, p: ReportDay) -> dict[str, Any]:

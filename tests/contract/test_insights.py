@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
 
-from conveyor import Conveyor, JobState, Selection
+from conveyor import Conveyor, JobContext, JobState, Selection
 from conveyor.backends.base import WorkerInfo
 from conveyor.backends.insights import NewAuditEntry, PruneParams, SnapshotParams
 from conveyor.stats import HealthStatus
@@ -166,3 +167,34 @@ def test_workers_prune_on_their_own_schedule(database_url: str) -> None:
         assert app.admin.jobs.count(state=JobState.DEAD) == 1  # the DLQ is never pruned
     finally:
         app.close()
+
+
+def test_prune_keeps_the_parents_of_a_waiting_fan_in(app: Conveyor) -> None:
+    """Retention (per type, or by age) never removes a result a waiting child has yet to read."""
+    release = threading.Event()
+    seen: list[int] = []
+
+    @app.job(max_attempts=1)
+    def part(p: dict) -> int:  # type: ignore[type-arg]
+        if p["slow"]:
+            release.wait(60)
+        return int(p["i"])
+
+    @app.job(max_attempts=1)
+    def join(p: dict, ctx: JobContext) -> None:  # type: ignore[type-arg]
+        seen.append(len(ctx.parent_results()))
+
+    parents = [app.enqueue("part", {"i": i, "slow": i == 49}) for i in range(50)]
+    child = app.enqueue("join", {}, depends_on=parents)
+    policy = PruneParams(keep_completed_per_type=5, completed_older_than=0.0, limit=10)
+    with running_worker(app):
+        try:
+            wait_until(lambda: app.admin.jobs.count(type="part", state=JobState.COMPLETED) == 49, message="the 49 fast parents")
+            assert app.admin.prunable(policy) == 0
+            assert app.admin.prune(policy, actor="test") == 0
+            assert app.admin.jobs.count(type="part", state=JobState.COMPLETED) == 49
+        finally:
+            release.set()
+        wait_until(lambda: app.admin.jobs.get(child).state is JobState.COMPLETED, message="the fan-in callback")
+    assert seen == [50]
+    assert app.admin.prune(PruneParams(keep_completed_per_type=5, limit=100), actor="test") == 45  # read: now they may go

@@ -18,7 +18,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from conveyor import Conveyor, JobState
 from conveyor.backends.base import ClaimParams, FinishParams, Lease
-from tests.conftest import PG_URL, pg_schema_url
+from tests.conftest import PG_URL, pg_schema_url, require_postgres
 
 
 @dataclass
@@ -40,6 +40,7 @@ class QueueMachine(RuleBasedStateMachine):
         if self.backend_name == "sqlite":
             url = f"sqlite:///{Path(tempfile.mkdtemp()) / 'q.db'}"
         else:
+            require_postgres()
             self.schema = f"h_{uuid.uuid4().hex[:12]}"
             with psycopg.connect(PG_URL, autocommit=True) as conn:
                 conn.execute(f"CREATE SCHEMA {self.schema}")

@@ -37,6 +37,9 @@ def order_body(n: int) -> dict[str, Any]:
             "payment_token": "tok_declined" if n % 10 == 9 else "tok_visa"}
 
 
+STAFF_TOKEN = "e2e-staff-token-1234"
+
+
 @pytest.fixture
 def stack(database_url: str, tmp_path: Path) -> Any:
     data = tmp_path / "data"
@@ -50,6 +53,7 @@ def stack(database_url: str, tmp_path: Path) -> Any:
         "SHOP_PAYMENT_LATENCY": "0.02",
         "CONVEYOR_POLL_INTERVAL": "0.1",
         "CONVEYOR_LOG_LEVEL": "WARNING",
+        "CONVEYOR_ADMIN_TOKEN": STAFF_TOKEN,
     }
     shop = Stack(env, free_port(), workers=2, log_dir=tmp_path / "logs")
     try:
@@ -69,7 +73,7 @@ def test_fifty_orders_through_the_whole_pipeline(stack: Stack, database_url: str
     receiver = WebhookReceiver(fail_first=2)
     client = httpx.Client(base_url=stack.url, timeout=30)
     try:
-        hook = client.post("/webhooks", json={"url": receiver.url})
+        hook = client.post("/webhooks", json={"url": receiver.url}, headers={"authorization": f"Bearer {STAFF_TOKEN}"})
         assert hook.status_code == 201, hook.text
         receiver.secret = hook.json()["secret"]
 

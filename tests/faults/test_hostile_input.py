@@ -205,13 +205,15 @@ def test_webhook_verification_refuses_a_moved_timestamp_and_a_swapped_id() -> No
         verify(secret, headers, body, guard=guard)
 
 
-def test_shop_refuses_loopback_webhook_endpoints_unless_allowed(database_url: str, tmp_path: Path) -> None:
+def test_shop_refuses_loopback_webhook_endpoints_unless_allowed(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CONVEYOR_ADMIN_TOKEN", "staff-token-hostile")
     for allowed in (False, True):
         shop = create_shop(ShopConfig(database_url=database_url, data_dir=tmp_path / "data", webhook_allow_private=allowed))
         shop.db.migrate()
         try:
             with serve(create_api(shop=shop)) as url:
-                answer = httpx.post(f"{url}/webhooks", json={"url": "http://127.0.0.1:9/hook"}, timeout=30)
+                answer = httpx.post(f"{url}/webhooks", json={"url": "http://127.0.0.1:9/hook"}, timeout=30,
+                                    headers={"authorization": "Bearer staff-token-hostile"})
                 assert answer.status_code == (201 if allowed else 422), answer.text
         finally:
             shop.app.close()

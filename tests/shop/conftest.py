@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,6 +20,9 @@ from examples.shop.demo import free_port
 from examples.shop.jobs import Shop, create_shop
 from examples.shop.mailbox import MailboxHandler
 
+STAFF_TOKEN = "shop-staff-token-123"
+STAFF = {"authorization": f"Bearer {STAFF_TOKEN}"}  # the admin token: staff-only routes of the shop take it
+
 ORDER = {"user_id": "u-1", "email": "ada@example.com", "items": [{"product_id": "prod-1", "quantity": 2},
          {"product_id": "prod-3", "quantity": 1}], "payment_token": "tok_visa"}
 
@@ -34,9 +38,13 @@ def smtp(tmp_path: Path) -> Iterator[tuple[int, Path]]:
 
 
 @pytest.fixture
-def make_shop(database_url: str, tmp_path: Path, smtp: tuple[int, Path]) -> Iterator[Callable[..., Shop]]:
-    """Build a shop on this test's database; overrides change its ShopConfig."""
+def make_shop(
+    database_url: str, tmp_path: Path, smtp: tuple[int, Path], monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Callable[..., Shop]]:
+    """Build a shop on this test's database; overrides change its ShopConfig. Its admin token is STAFF_TOKEN."""
     shops: list[Shop] = []
+    if "CONVEYOR_ADMIN_TOKEN" not in os.environ:
+        monkeypatch.setenv("CONVEYOR_ADMIN_TOKEN", STAFF_TOKEN)
 
     def build(**overrides: Any) -> Shop:
         settings: dict[str, Any] = {

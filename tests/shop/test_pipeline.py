@@ -18,9 +18,9 @@ from pypdf import PdfReader
 
 from conveyor.testing import running_worker, wait_until
 from examples.shop import mailbox
-from examples.shop.demo import WebhookReceiver
+from examples.shop.demo import DEMO_RECEIVER_PATH, WebhookReceiver, free_port, register_receiver
 from examples.shop.jobs import Shop
-from tests.shop.conftest import ORDER
+from tests.shop.conftest import ORDER, STAFF
 
 TOTAL = 2 * 8999 + 4999
 
@@ -45,7 +45,7 @@ def test_every_first_attempt_failing_still_fulfils_the_order(
     shop = make_shop(email_failure_rate=1.0, pdf_failure_rate=1.0)
     client = serve(shop)
     receiver = WebhookReceiver()
-    receiver.secret = client.post("/webhooks", json={"url": receiver.url}).json()["secret"]
+    receiver.secret = client.post("/webhooks", json={"url": receiver.url}, headers=STAFF).json()["secret"]
     try:
         order_id = place(client)
         with running_worker(shop.app):
@@ -116,7 +116,7 @@ def test_webhook_that_keeps_failing_ends_in_the_dead_letter_queue(
     shop = make_shop(webhook_attempts=3)
     client = serve(shop)
     receiver = WebhookReceiver(fail_first=1_000)
-    receiver.secret = client.post("/webhooks", json={"url": receiver.url}).json()["secret"]
+    receiver.secret = client.post("/webhooks", json={"url": receiver.url}, headers=STAFF).json()["secret"]
     try:
         place(client)
         with caplog.at_level(logging.ERROR, logger="shop.jobs"), running_worker(shop.app):
@@ -169,3 +169,74 @@ def test_cleanup_purges_finished_jobs_and_keeps_scheduled_ones(shop: Shop, clien
         wait_until(lambda: shop.app.admin.jobs.get(job).state == "completed", timeout=20)
     assert shop.app.admin.jobs.get(job).result == {"purged": 3}
     assert [j.type for j in shop.app.admin.jobs.list() if j.id != job] == ["send_followup_email"]
+
+
+def test_an_invoice_renders_any_unicode_name(make_shop: Callable[..., Shop], serve: Callable[[Shop], httpx.Client]) -> None:
+    """PDF's built-in fonts stop at Latin-1: "李" killed every attempt of the invoice and the order was never fulfilled."""
+    shop = make_shop()
+    client = serve(shop)
+    names = {"李小龙": "李小龙", "Zoë Ωμέγα": "Ωμέγα", "Алёна": "Алёна"}
+    orders = {place(client, user_id=name): expected for name, expected in names.items()}
+    with running_worker(shop.app):
+        wait_until(lambda: all(fulfilled(client, o) for o in orders), timeout=60, message="every order to be fulfilled")
+    for order_id, expected in orders.items():
+        text = PdfReader(shop.config.invoice_dir / f"{order_id}.pdf").pages[0].extract_text()
+        assert expected in text and "Total: $229.97" in text
+    assert shop.app.admin.jobs.count(type="generate_invoice", state="completed") == 3 and shop.app.admin.dead_letters.list() == []
+
+
+def test_an_endpoint_that_keeps_failing_is_disabled_and_gets_no_new_deliveries(
+    make_shop: Callable[..., Shop], serve: Callable[[Shop], httpx.Client]
+) -> None:
+    shop = make_shop(webhook_attempts=8, webhook_disable_after=3)
+    client = serve(shop)
+    live = WebhookReceiver()
+    live.secret = client.post("/webhooks", json={"url": live.url}, headers=STAFF).json()["secret"]
+    gone = f"http://127.0.0.1:{free_port()}/hooks/orders"  # nobody listens there: a receiver that went away
+    dead_id = client.post("/webhooks", json={"url": gone}, headers=STAFF).json()["id"]
+    try:
+        first = place(client)
+        with running_worker(shop.app):
+            wait_until(lambda: len(live.accepted) == 1, timeout=30, message="the live receiver's delivery")
+            wait_until(lambda: shop.app.admin.jobs.count(type="deliver_webhook", state="cancelled") == 1, timeout=30,
+                       message="the delivery to the dead port to stop")
+        stopped = shop.app.admin.jobs.list(type="deliver_webhook", state="cancelled")[0]
+        assert stopped.attempt == 3  # not webhook_attempts (8): the endpoint was disabled on its third failure in a row
+        endpoint = next(e for e in client.get("/webhooks", headers=STAFF).json() if e["id"] == dead_id)
+        assert endpoint["failures"] == 3 and endpoint["disabled_at"] is not None
+        assert shop.app.admin.dead_letters.list() == []
+
+        second = place(client)
+        hooks = [j for j in client.get(f"/orders/{second}").json()["jobs"] if j["type"] == "deliver_webhook"]
+        assert len(hooks) == 1  # for the live receiver only
+        again = client.post("/webhooks", json={"url": gone}, headers=STAFF)  # registering it again enables it
+        assert again.status_code == 200 and again.json()["id"] == dead_id and again.json()["disabled_at"] is None
+        assert first != second
+    finally:
+        live.shutdown()
+        live.server_close()
+
+
+def test_a_demo_run_replaces_the_receivers_earlier_runs_left_registered(
+    make_shop: Callable[..., Shop], serve: Callable[[Shop], httpx.Client]
+) -> None:
+    shop = make_shop()
+    client = serve(shop)
+    other = client.post("/webhooks", json={"url": "http://127.0.0.1:9/hooks/orders"}, headers=STAFF).json()["id"]  # not the demo's
+    with httpx.Client(base_url=client.base_url, headers=STAFF) as staff:
+        earlier = WebhookReceiver(path=DEMO_RECEIVER_PATH)
+        register_receiver(staff, earlier)
+        earlier.shutdown()
+        earlier.server_close()  # a run killed before it could remove its receiver
+        current = WebhookReceiver(path=DEMO_RECEIVER_PATH)
+        try:
+            mine = register_receiver(staff, current)
+            assert register_receiver(staff, current) == mine  # registering again keeps the one endpoint
+            urls = {e["id"]: e["url"] for e in staff.get("/webhooks").json()}
+            assert urls == {other: "http://127.0.0.1:9/hooks/orders", mine: current.url}
+            order_id = place(client)
+            hooks = [j for j in client.get(f"/orders/{order_id}").json()["jobs"] if j["type"] == "deliver_webhook"]
+            assert len(hooks) == 2  # the other endpoint and this run's receiver; none to the dead port
+        finally:
+            current.shutdown()
+            current.server_close()

@@ -101,6 +101,15 @@ def test_replay_guard_refuses_a_remembered_id_within_the_window() -> None:
         "http://169.254.169.254/latest/meta-data",
         "http://[::1]/",
         "http://[::ffff:127.0.0.1]/",
+        "http://[::ffff:a9fe:a9fe]/",  # mapped 169.254.169.254, in hex
+        "http://[64:ff9b::7f00:1]/",  # NAT64 to 127.0.0.1
+        "http://[64:ff9b::a9fe:a9fe]/",  # NAT64 to the cloud metadata address
+        "http://[64:ff9b:1::a00:1]/",  # local-use NAT64
+        "http://[2002:a00:1::1]/",  # 6to4 from 10.0.0.1
+        "http://[2002:c0a8:1::]/",  # 6to4 from 192.168.0.1
+        "http://[::7f00:1]/",  # IPv4-compatible 127.0.0.1
+        "http://[::10.0.0.1]/",  # IPv4-compatible, dotted
+        "http://[2001:0:4136:e378:8000:63bf:f5ff:fffe]/",  # Teredo
         "http://0.0.0.0/",
         "ftp://93.184.216.34/",
         "http://user:pw@93.184.216.34/",
@@ -118,6 +127,10 @@ def test_check_url_resolves_names_and_allows_private_only_when_told() -> None:
     with pytest.raises(WebhookURLRefused, match="private"):
         check_url("https://rebound.example/x", resolve=lambda host, port: ["93.184.216.34", "10.0.0.5"])
     assert check_url("http://127.0.0.1:9/hook", allow_private=True) == "http://127.0.0.1:9/hook"
+    with pytest.raises(WebhookURLRefused, match="10.0.0.5"):  # a name resolving to NAT64 of a private address
+        check_url("https://rebound.example/x", resolve=lambda host, port: ["64:ff9b::a00:5"])
+    assert check_url("http://[64:ff9b::5db8:d822]/") == "http://[64:ff9b::5db8:d822]/"  # NAT64 of a public address passes
+    assert check_url("http://[2002:5db8:d822::1]/") == "http://[2002:5db8:d822::1]/"  # so does 6to4 of one
 
 
 def test_deliver_posts_a_verifiable_message(receiver: ReceiverServer) -> None:

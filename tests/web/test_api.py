@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import httpx
 import pytest
 from fastapi import FastAPI
@@ -9,6 +11,7 @@ from fastapi import FastAPI
 from conveyor import JobState, WorkerInfo
 from conveyor.testing import running_worker, wait_until
 from conveyor.web import create_app
+from conveyor.web.auth import SESSION_COOKIE, LoginThrottle
 from tests.web.conftest import READ, WRITE, Server, serve
 
 ADMIN_ROUTES = [
@@ -163,7 +166,65 @@ def test_dashboard_login_cookie_and_csrf(server: Server) -> None:
         done = browser.post(f"/jobs/{dead[0]}/retry", data={"csrf": csrf, "next": "https://evil.example/"})
         assert done.status_code == 303 and done.headers["location"] == "/"  # never redirected off-site
     assert server.app.admin.jobs.get(dead[0]).state is not JobState.DEAD
-    assert [(e.actor, e.action, e.detail.get("via")) for e in server.app.admin.audit.list()] == [("admin", "job.retry", "dashboard")]
+    assert [(e.actor, e.action, e.detail.get("via")) for e in server.app.admin.audit.list()] == [
+        ("admin", "job.retry", "dashboard"),
+        ("admin", "login", "dashboard"),
+    ]
+
+
+def login_cookie(server: Server, token: str = WRITE) -> tuple[httpx.Client, str]:
+    browser = httpx.Client(base_url=server.url)
+    login = browser.post("/login", data={"token": token, "next": "/"})
+    assert login.status_code == 303
+    return browser, browser.cookies[SESSION_COOKIE]
+
+
+def test_logout_ends_the_session_on_the_server(server: Server) -> None:
+    """A copy of the cookie taken before logout no longer opens anything after it."""
+    browser, cookie = login_cookie(server)
+    other, _ = login_cookie(server)
+    with httpx.Client(base_url=server.url) as thief:
+        thief.cookies.set(SESSION_COOKIE, cookie)
+        assert thief.get("/jobs").status_code == 200
+        page = browser.get("/")
+        csrf = page.text.split('name="csrf" value="')[1].split('"')[0]
+        out = browser.post("/logout", data={"csrf": csrf})
+        assert out.status_code == 303 and out.headers["location"] == "/login"
+        after = thief.get("/jobs")
+        assert after.status_code == 303 and after.headers["location"].startswith("/login")
+        assert thief.get("/api/stats").status_code == 401
+        assert other.get("/jobs").status_code == 200  # another session of the same token is its own
+    browser.close()
+    other.close()
+    assert [e.action for e in server.app.admin.audit.list()][:1] == ["logout"]
+
+
+def test_repeated_failed_logins_are_refused_for_a_while_and_logged(server: Server, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="conveyor.web"), httpx.Client(base_url=server.url) as guesser:
+        for attempt in range(5):
+            assert guesser.post("/login", data={"token": f"guess-{attempt:04d}"}).status_code == 401
+        refused = guesser.post("/login", data={"token": WRITE})  # even the right token, while refused
+        assert refused.status_code == 429 and int(refused.headers["retry-after"]) > 0
+        assert "Too many failed logins" in refused.text and SESSION_COOKIE not in guesser.cookies
+        with httpx.Client(base_url=server.url) as bearer:  # the API's bearer tokens are not affected
+            assert bearer.get("/api/stats", headers={"Authorization": f"Bearer {READ}"}).status_code == 200
+    failures = [r.getMessage() for r in caplog.records if "failed dashboard login" in r.getMessage()]
+    assert len(failures) == 5 and "127.0.0.1 (5 in the last 300 s)" in failures[-1]
+    assert any("login refused for 127.0.0.1" in r.getMessage() for r in caplog.records)
+    throttled = [e for e in server.app.admin.audit.list() if e.action == "login.throttled"]
+    assert [(e.actor, e.target, e.detail["failures"]) for e in throttled] == [("anonymous", "client:127.0.0.1", 5)]
+
+
+def test_login_throttle_window_and_memory_bound() -> None:
+    throttle = LoginThrottle(limit=3, window=60.0, addresses=2)
+    for second in (0.0, 1.0, 2.0):
+        assert throttle.wait("a", now=second) == 0.0
+        throttle.failed("a", now=second)
+    assert throttle.wait("a", now=10.0) == 50.0
+    assert throttle.wait("a", now=60.5) == 0.0  # the first failure left the window
+    throttle.failed("b", now=3.0)
+    throttle.failed("c", now=4.0)  # a third address: the stalest ("a") is forgotten
+    assert throttle.wait("a", now=10.0) == 0.0
 
 
 def test_mounts_under_a_prefix_in_another_app(server: Server) -> None:

@@ -62,8 +62,14 @@ WHERE finished_at >= %(start)s AND state = 'completed' AND attempted_at IS NOT N
 ORDER BY finished_at DESC LIMIT %(limit)s
 """
 
+# A finished parent stays while a child that depends on it has not finished: the child reads its
+# parents' results when it runs (a fan-in may wait on its slowest parent for longer than retention).
+AWAITED = (
+    "NOT EXISTS (SELECT 1 FROM conveyor_deps d JOIN conveyor_jobs c ON c.id = d.job_id "
+    "WHERE d.depends_on = conveyor_jobs.id AND c.state NOT IN ('completed', 'dead', 'cancelled'))"
+)
 OLD_FINISHED = (
-    "SELECT id FROM conveyor_jobs WHERE finished_at < %s AND state = %s ORDER BY finished_at LIMIT %s FOR UPDATE SKIP LOCKED"
+    "SELECT id FROM conveyor_jobs WHERE finished_at < %s AND state = %s AND " + AWAITED + " ORDER BY finished_at LIMIT %s FOR UPDATE SKIP LOCKED"
 )
 NEXT_COMPLETED_TYPE = "SELECT min(type) FROM conveyor_jobs WHERE state = 'completed' AND type > %s"
 NTH_NEWEST = (
@@ -72,10 +78,10 @@ NTH_NEWEST = (
 )
 OLDER_OF_TYPE = (
     "SELECT id FROM conveyor_jobs WHERE state = 'completed' AND type = %s AND (finished_at, id) <= (%s, %s) "
-    "ORDER BY finished_at, id LIMIT %s FOR UPDATE SKIP LOCKED"
+    "AND " + AWAITED + " ORDER BY finished_at, id LIMIT %s FOR UPDATE SKIP LOCKED"
 )
 COUNT_OLDER_OF_TYPE = (
-    "SELECT count(*) FROM conveyor_jobs WHERE state = 'completed' AND type = %s AND (finished_at, id) <= (%s, %s)"
+    "SELECT count(*) FROM conveyor_jobs WHERE state = 'completed' AND type = %s AND (finished_at, id) <= (%s, %s) AND " + AWAITED
 )
 
 RECENT_WORKFLOWS = """
@@ -156,6 +162,24 @@ class PostgresInsights:
         with self.backend.transaction() as conn:
             return retention_count(PostgresRetention(conn), params)
 
+    # -- dashboard sessions -------------------------------------------------------------
+
+    def sessions_open(self, session_id: str, actor: str, seconds: float) -> None:
+        with self.backend._conn() as conn:
+            conn.execute("DELETE FROM conveyor_sessions WHERE expires_at <= now()")
+            conn.execute(
+                "INSERT INTO conveyor_sessions (id, actor, expires_at) VALUES (%s, %s, now() + make_interval(secs => %s))",
+                (session_id, actor, seconds),
+            )
+
+    def sessions_live(self, session_id: str) -> bool:
+        with self.backend._conn() as conn:
+            return conn.execute("SELECT 1 FROM conveyor_sessions WHERE id = %s AND expires_at > now()", (session_id,)).fetchone() is not None
+
+    def sessions_close(self, session_id: str) -> bool:
+        with self.backend._conn() as conn:
+            return conn.execute("DELETE FROM conveyor_sessions WHERE id = %s", (session_id,)).rowcount > 0
+
     def workers_forget(self, older_than: float) -> int:
         with self.backend.transaction() as conn:
             return conn.execute(
@@ -193,7 +217,7 @@ class PostgresRetention:
         return [r[0] for r in self.conn.execute(OLD_FINISHED, (self.now - timedelta(seconds=age), state.value, limit))]
 
     def count_finished_before(self, state: JobState, age: float) -> int:
-        sql = "SELECT count(*) FROM conveyor_jobs WHERE finished_at < %s AND state = %s"
+        sql = "SELECT count(*) FROM conveyor_jobs WHERE finished_at < %s AND state = %s AND " + AWAITED
         return int(self._one(sql, (self.now - timedelta(seconds=age), state.value)))
 
     def completed_types(self) -> Iterator[str]:

@@ -62,7 +62,15 @@ WHERE finished_at >= :start AND state = 'completed' AND attempted_at IS NOT NULL
 ORDER BY finished_at DESC LIMIT :limit
 """
 
-OLD_FINISHED = "SELECT id FROM conveyor_jobs WHERE finished_at < :cutoff AND state = :state ORDER BY finished_at LIMIT :limit"
+# A finished parent stays while a child that depends on it has not finished: the child reads its
+# parents' results when it runs (a fan-in may wait on its slowest parent for longer than retention).
+AWAITED = (
+    "NOT EXISTS (SELECT 1 FROM conveyor_deps d JOIN conveyor_jobs c ON c.id = d.job_id "
+    "WHERE d.depends_on = conveyor_jobs.id AND c.state NOT IN ('completed', 'dead', 'cancelled'))"
+)
+OLD_FINISHED = (
+    "SELECT id FROM conveyor_jobs WHERE finished_at < :cutoff AND state = :state AND " + AWAITED + " ORDER BY finished_at LIMIT :limit"
+)
 NEXT_COMPLETED_TYPE = "SELECT min(type) FROM conveyor_jobs WHERE state = 'completed' AND type > ?"
 # The newest completed job past the N to keep, by (finished_at, id) so ties are cut exactly.
 NTH_NEWEST = (
@@ -71,10 +79,11 @@ NTH_NEWEST = (
 )
 OLDER_OF_TYPE = (
     "SELECT id FROM conveyor_jobs WHERE state = 'completed' AND type = ? AND (finished_at < ? OR (finished_at = ? AND id <= ?)) "
-    "ORDER BY finished_at, id LIMIT ?"
+    "AND " + AWAITED + " ORDER BY finished_at, id LIMIT ?"
 )
 COUNT_OLDER_OF_TYPE = (
-    "SELECT count(*) FROM conveyor_jobs WHERE state = 'completed' AND type = ? AND (finished_at < ? OR (finished_at = ? AND id <= ?))"
+    "SELECT count(*) FROM conveyor_jobs WHERE state = 'completed' AND type = ? AND (finished_at < ? OR (finished_at = ? AND id <= ?)) "
+    "AND " + AWAITED
 )
 
 RECENT_WORKFLOWS = """
@@ -165,6 +174,24 @@ class SQLiteInsights:
         with self._read() as conn:
             return retention_count(SQLiteRetention(conn), params)
 
+    # -- dashboard sessions -------------------------------------------------------------
+
+    def sessions_open(self, session_id: str, actor: str, seconds: float) -> None:
+        with self._write() as conn:
+            conn.execute(f"DELETE FROM conveyor_sessions WHERE expires_at <= {NOW}")
+            conn.execute(
+                f"INSERT INTO conveyor_sessions (id, actor, created_at, expires_at) VALUES (?, ?, {NOW}, {NOW} + ?)",
+                (session_id, actor, seconds),
+            )
+
+    def sessions_live(self, session_id: str) -> bool:
+        with self._read() as conn:
+            return conn.execute(f"SELECT 1 FROM conveyor_sessions WHERE id = ? AND expires_at > {NOW}", (session_id,)).fetchone() is not None
+
+    def sessions_close(self, session_id: str) -> bool:
+        with self._write() as conn:
+            return conn.execute("DELETE FROM conveyor_sessions WHERE id = ?", (session_id,)).rowcount > 0
+
     def workers_forget(self, older_than: float) -> int:
         with self._write() as conn:
             return conn.execute(f"DELETE FROM conveyor_workers WHERE heartbeat_at < {NOW} - ?", (older_than,)).rowcount
@@ -196,7 +223,7 @@ class SQLiteRetention:
         return [r[0] for r in self.conn.execute(OLD_FINISHED, {"cutoff": self.now - age, "state": state.value, "limit": limit})]
 
     def count_finished_before(self, state: JobState, age: float) -> int:
-        sql = "SELECT count(*) FROM conveyor_jobs WHERE finished_at < ? AND state = ?"
+        sql = "SELECT count(*) FROM conveyor_jobs WHERE finished_at < ? AND state = ? AND " + AWAITED
         return int(self.conn.execute(sql, (self.now - age, state.value)).fetchone()[0])
 
     def completed_types(self) -> Iterator[str]:
