@@ -49,6 +49,7 @@ class Sizes:
     naps: int
     growth: tuple[int, ...]
     memory: int
+    drain_c10: int  # jobs of the concurrency-10 drain (slower per job: smaller in quick mode)
     contended: int  # jobs queued for the enqueue-while-draining measurement (must outlast the window)
     contended_s: float
 
@@ -63,6 +64,7 @@ class Sizes:
             naps=1_000,
             growth=(0, 100_000, 1_000_000),
             memory=100_000,
+            drain_c10=20_000,
             contended=200_000,
             contended_s=5.0,
         )
@@ -71,13 +73,14 @@ class Sizes:
     def quick(cls) -> Sizes:
         return cls(
             repeats=1,
-            singles=200,
+            singles=100,
             bulk=5_000,
             drain=3_000,
             pickups=30,
             naps=1_000,
             growth=(0, 20_000),
             memory=5_000,
+            drain_c10=1_000,
             contended=20_000,
             contended_s=1.0,
         )
@@ -390,15 +393,15 @@ def run(backend: str, sizes: Sizes, log: Callable[[str], None]) -> dict[str, Any
     # the same load on this shared machine; the ratio reported is the median of those pairs.
     # At concurrency 10 a claim takes up to 10 jobs and a completion batch holds at most 10: the
     # bare loop runs with the same batches (``--claim 10 --finish 10``).
-    for suffix, concurrency, finish in (("", CONCURRENCY, FINISH_BATCH), ("_c10", 10, 10)):
+    for suffix, concurrency, finish, count in (("", CONCURRENCY, FINISH_BATCH, sizes.drain), ("_c10", 10, 10, sizes.drain_c10)):
         cpu: list[float] = []
         bare_cpu: list[float] = []
         drains: list[float] = []
         bares: list[float] = []
         started = time.monotonic()
         for _ in range(sizes.repeats):
-            drains.append(drain_rate(backend, sizes.drain, 1, cpu, concurrency))
-            rate, cpu_us = bare_sql.measure_with_cpu(backend, sizes.drain, concurrency, finish)
+            drains.append(drain_rate(backend, count, 1, cpu, concurrency))
+            rate, cpu_us = bare_sql.measure_with_cpu(backend, count, concurrency, finish)
             bares.append(rate)
             bare_cpu.append(cpu_us)
         figures[f"drain{suffix}_per_s"] = {"median": statistics.median(drains), "runs": drains}
@@ -587,7 +590,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backend", choices=("sqlite", "postgres"), required=True)
     parser.add_argument("--json", action="store_true", help="print the figures as JSON instead of the table")
-    parser.add_argument("--quick", action="store_true", help="small sizes, one run each (under 30 s)")
+    parser.add_argument("--quick", action="store_true", help="small sizes, one run each (about a minute)")
     parser.add_argument("--out", type=Path, help="where to write the JSON (default bench/results/<backend>[-quick].json)")
     args = parser.parse_args(argv)
     sizes = Sizes.quick() if args.quick else Sizes.full()
