@@ -159,8 +159,87 @@ def postgres_loop(url: str, claim: int, finish: int) -> int:
 LOOPS: dict[str, Callable[[str, int, int], int]] = {"sqlite": sqlite_loop, "postgres": postgres_loop}
 
 
+# -- enqueue counterparts -------------------------------------------------------------------
+# The row an ``enqueue("noop", {"i": n})`` writes (its columns, the same indexes), written with
+# nothing around it: one statement per job in autocommit (single), or COPY (bulk).
+
+SQLITE_INSERT = f"""
+INSERT INTO conveyor_jobs (type, queue, state, payload, priority, max_attempts, run_at, created_at)
+VALUES ('noop', 'bench', 'pending', ?, 0, 1, {NOW}, {NOW}) RETURNING id
+"""
+PG_INSERT = """
+INSERT INTO conveyor_jobs (type, queue, state, payload, priority, max_attempts, run_at, created_at)
+VALUES ('noop', 'bench', 'pending', %s::jsonb, 0, 1, now(), now()) RETURNING id
+"""
+PG_COPY = "COPY conveyor_jobs (type, queue, state, payload, priority, max_attempts, run_at, created_at) FROM STDIN"
+
+
+def insert_single(backend: str, target: str, count: int) -> float:
+    """Jobs/s of ``INSERT … RETURNING`` + commit, one job a transaction, on one connection."""
+    if backend == "sqlite":
+        conn = sqlite3.connect(target, timeout=30, isolation_level=None)
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = FULL")
+        try:
+            started = time.perf_counter()
+            for i in range(count):
+                conn.execute(SQLITE_INSERT, (json.dumps({"i": i}),)).fetchall()
+            return count / (time.perf_counter() - started)
+        finally:
+            conn.close()
+    with psycopg.connect(target, autocommit=True) as pg:
+        pg.execute(PG_INSERT, ('{"i": -1}',), prepare=True).fetchall()  # prepared, as psycopg does by the fifth run
+        started = time.perf_counter()
+        for i in range(count):
+            pg.execute(PG_INSERT, (json.dumps({"i": i}),)).fetchall()
+        return count / (time.perf_counter() - started)
+
+
+async def ainsert_single(target: str, count: int) -> float:
+    """``insert_single`` on PostgreSQL with psycopg's async connection."""
+    async with await psycopg.AsyncConnection.connect(target, autocommit=True) as pg:
+        await (await pg.execute(PG_INSERT, ('{"i": -1}',), prepare=True)).fetchall()
+        started = time.perf_counter()
+        for i in range(count):
+            await (await pg.execute(PG_INSERT, (json.dumps({"i": i}),))).fetchall()
+        return count / (time.perf_counter() - started)
+
+
+def insert_bulk(backend: str, target: str, count: int, per_transaction: int = 1000) -> float:
+    """Jobs/s of COPY (PostgreSQL) or one ``executemany`` (SQLite), ``per_transaction`` rows a transaction."""
+    started = time.perf_counter()
+    if backend == "sqlite":
+        conn = sqlite3.connect(target, timeout=30, isolation_level=None)
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = FULL")
+        try:
+            started = time.perf_counter()
+            for start in range(0, count, per_transaction):
+                conn.execute("BEGIN IMMEDIATE")
+                conn.executemany(
+                    SQLITE_INSERT.replace(" RETURNING id", ""),
+                    [(json.dumps({"i": i}),) for i in range(start, min(start + per_transaction, count))],
+                )
+                conn.execute("COMMIT")
+            return count / (time.perf_counter() - started)
+        finally:
+            conn.close()
+    with psycopg.connect(target, autocommit=False) as pg:
+        started = time.perf_counter()
+        for start in range(0, count, per_transaction):
+            with pg.transaction(), pg.cursor().copy(PG_COPY) as copy:
+                for i in range(start, min(start + per_transaction, count)):
+                    copy.write_row(("noop", "bench", "pending", json.dumps({"i": i}), 0, 1, "now", "now"))
+        return count / (time.perf_counter() - started)
+
+
 def measure(backend: str, count: int, claim: int, finish: int) -> float:
     """Jobs/s of the bare loop over ``count`` queued no-op jobs on a fresh scratch database."""
+    return measure_with_cpu(backend, count, claim, finish)[0]
+
+
+def measure_with_cpu(backend: str, count: int, claim: int, finish: int) -> tuple[float, float]:
+    """``measure``, and the loop's CPU per job in µs (this process: with SQLite, its work too)."""
     from conveyor import Conveyor
 
     with Scratch.create(backend) as db:
@@ -172,11 +251,11 @@ def measure(backend: str, count: int, claim: int, finish: int) -> float:
         finally:
             app.close()
         target = db.url.removeprefix("sqlite:///") if backend == "sqlite" else db.url
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         done = LOOPS[backend](target, claim, finish)
-        elapsed = time.perf_counter() - started
+        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
         assert done == count, (done, count)
-        return count / elapsed
+        return count / elapsed, cpu / count * 1e6
 
 
 def sweep(backend: str, count: int, batches: Sequence[int]) -> list[tuple[int, float]]:

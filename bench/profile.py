@@ -1,12 +1,12 @@
 """Where a drained job's time goes: py-spy samples a real worker process through a drain.
 
-    python bench/profile.py --backend sqlite|postgres [--count 50000] [--top 25] [--enqueue]
+    python bench/profile.py --backend sqlite|postgres [--count 50000] [--top 25] [--enqueue | --single]
 
 Queues ``count`` no-op jobs, starts ``conveyor worker bench.app:app``, samples it with
 py-spy (``--idle`` included, so waiting on the database shows) from the first claim to the
 last completion, and prints the functions with the most samples as µs per job: inclusive
 (the function and what it calls) and self (its own lines). ``--enqueue`` profiles bulk
-enqueueing in this process instead.
+enqueueing in this process instead, ``--single`` one ``app.enqueue`` per job.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.run import CONCURRENCY, bench_app, enqueue_noops, wait_for
 from bench.scratch import Scratch
 from bench.workers import WorkerProcess
+from conveyor import Conveyor
 
 PY_SPY = Path(sys.executable).with_name("py-spy")
 
@@ -118,6 +119,33 @@ def profile_enqueue(backend: str, count: int, rate: int, top: int) -> str:
         return header + "\n" + summarize(out, elapsed / count * 1e6, top, thread_filter="MainThread", within="enqueue_noops")
 
 
+def profile_single(backend: str, count: int, rate: int, top: int) -> str:
+    """``count`` single ``app.enqueue`` calls in this process: where each call's microseconds go,
+    waiting on the database (socket reads, the pool) included."""
+    with Scratch.create(backend) as db, tempfile.TemporaryDirectory() as folder:
+        out = Path(folder) / "single.txt"
+        app = bench_app(db.url)
+        try:
+            for i in range(10):
+                app.enqueue("noop", {"i": -i})
+            spy = record(int(__import__("os").getpid()), out, rate)
+            time.sleep(0.5)
+            started = time.perf_counter()
+            single_enqueues(app, count)
+            elapsed = time.perf_counter() - started
+            spy.send_signal(signal.SIGINT)
+            spy.wait(60)
+        finally:
+            app.close()
+        header = f"single enqueue of {count} jobs on {backend}: {count / elapsed:,.0f} jobs/s (with py-spy attached)"
+        return header + "\n" + summarize(out, elapsed / count * 1e6, top, thread_filter="MainThread", within="single_enqueues")
+
+
+def single_enqueues(app: Conveyor, count: int) -> None:
+    for i in range(count):
+        app.enqueue("noop", {"i": i})
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backend", choices=("sqlite", "postgres"), required=True)
@@ -125,8 +153,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=int, default=1000, help="samples per second")
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--enqueue", action="store_true", help="profile bulk enqueue instead of the drain")
+    parser.add_argument("--single", action="store_true", help="profile single enqueues (one call a job) instead")
     args = parser.parse_args(argv)
-    fn = profile_enqueue if args.enqueue else profile_drain
+    fn = profile_single if args.single else profile_enqueue if args.enqueue else profile_drain
     print(fn(args.backend, args.count, args.rate, args.top))
     return 0
 

@@ -22,6 +22,13 @@ FIGURES = (
     "pickup_fast_poll_p99_ms",
     "sleep_workload_s",
     "bare_sql_per_s",
+    "bare_sql_cpu_us_per_job",
+    "enqueue_single_bare_per_s",
+    "enqueue_bulk_bare_per_s",
+    "drain_c10_per_s",
+    "bare_sql_c10_per_s",
+    "drain_c10_cpu_us_per_job",
+    "bare_sql_c10_cpu_us_per_job",
     "idle_rss_mb",
     "peak_rss_mb",
     "rss_growth_mb",
@@ -53,7 +60,14 @@ def test_quick_bench_reports_every_figure(backend: str, tmp_path: Path) -> None:
         assert figures[name]["median"] > 0, name
     assert set(figures["growth_per_s"]) == {"0", "20000"}
     assert all(v["median"] > 0 for v in figures["growth_per_s"].values())
-    assert 0 < printed["ratios"]["drain_over_bare_sql"]
+    for ratio in ("drain_over_bare_sql", "drain_c10_over_bare_sql", "enqueue_single_over_bare", "enqueue_bulk_over_bare"):
+        assert printed["ratios"][ratio] > 0, ratio
+    if backend == "postgres":
+        assert printed["ratios"]["aenqueue_single_over_bare"] > 0
+    else:  # the enqueuer that ran while two workers drained: every call timed, the drain measured both ways
+        assert figures["contended_enqueue_enqueues"]["median"] > 0
+        assert figures["contended_enqueue_p50_ms"]["median"] <= figures["contended_enqueue_max_ms"]["median"]
+        assert printed["ratios"]["contended_drain_over_alone"] > 0
     assert 0 < printed["ratios"]["growth_largest_over_empty"]
     assert figures["pickup_p50_ms"]["median"] <= figures["pickup_p99_ms"]["median"]
     assert figures["sleep_workload_s"]["median"] >= 0.95  # 1,000 × 50 ms over 50 slots cannot beat 1 s

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from conveyor import Conveyor, JobState, OptionError, PayloadError, Priority, UnknownJobType
-from conveyor.testing import wait_until
+from conveyor.testing import running_worker, wait_until
 from tests.contract.jobs import declare
 
 
@@ -188,3 +188,51 @@ def test_async_client_api(app: Conveyor) -> None:
     one, many = asyncio.run(scenario())
     assert asyncio.run(app.admin.jobs.aget(one)).priority == 3
     assert app.admin.jobs.count() == 3 and len(many) == 2
+
+
+def test_a_lone_enqueue_wakes_listeners_and_leaves_the_next_transaction_whole(app: Conveyor, database_url: str) -> None:
+    """PostgreSQL writes a lone enqueue and its NOTIFY as one statement in autocommit: the wake-up
+    still reaches a listener, and the pooled connection is transactional again afterwards."""
+    other = Conveyor(database_url)
+    woken: list[int] = []
+    stop = other.backend.listen(lambda: woken.append(1))
+    try:
+        if app.backend.flavour == "postgres":  # type: ignore[attr-defined]
+            wait_until(lambda: bool(woken), timeout=20, message="the listener to connect (it fires once then)")
+            woken.clear()
+        sent: list[int] = []
+
+        def woken_or_enqueue() -> bool:  # SQLite's watcher counts from the first commit counter it reads
+            if not woken:
+                sent.append(app.enqueue("plain", {"n": 1}))
+            return bool(woken)
+
+        wait_until(woken_or_enqueue, timeout=20, interval=0.2, message="an enqueue's wake-up")
+    finally:
+        stop()
+        other.close()
+    mark = _orders_table(app)
+    with pytest.raises(RuntimeError), app.transaction() as tx:
+        tx.execute(f"INSERT INTO shop_orders (id) VALUES ({mark})", ("o2",))
+        app.enqueue("plain", {"n": 2}, connection=tx)
+        raise RuntimeError("payment declined")
+    assert app.admin.jobs.count() == len(sent)
+    with app.transaction() as tx:
+        assert tx.execute("SELECT count(*) FROM shop_orders").fetchone()[0] == 0
+
+
+def test_enqueues_from_another_client_commit_while_a_worker_drains(app: Conveyor, database_url: str) -> None:
+    """A web request's enqueue is not starved by a worker taking the write lock back to back
+    (SQLite: the worker lets announced writers go first, turns.py); nothing is lost either way."""
+    app.enqueue_many([("plain", {"n": i}) for i in range(2_000)])
+    client = Conveyor(database_url)
+    declare(client)
+    try:
+        with running_worker(app, concurrency=50):
+            wait_until(lambda: app.admin.jobs.count(state=JobState.COMPLETED) > 0, timeout=60, message="the drain to start")
+            ids = [client.enqueue("plain", {"web": i}) for i in range(30)]
+            wait_until(lambda: app.admin.jobs.count(state=JobState.COMPLETED) == 2_030, timeout=120, message="every job done")
+    finally:
+        client.close()
+    assert len(set(ids)) == 30
+    assert all(app.admin.jobs.get(i).payload == {"web": n} for n, i in enumerate(ids))

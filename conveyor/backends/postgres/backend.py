@@ -75,6 +75,16 @@ RETURNING id, unique_key, state, queue
 payload). A column no job sets is sent as NULL, which unnest pads with NULLs like a short array.
 The ON CONFLICT clause only when some job has a unique key: it makes each row a speculative
 insertion (an extra WAL record), and NULL keys never conflict."""
+
+INSERT_AND_NOTIFY = """
+WITH inserted AS ({insert}),
+woken AS (SELECT pg_notify(%b, queue) FROM (SELECT DISTINCT queue FROM inserted WHERE state = 'pending') AS ready)
+SELECT i.* FROM inserted AS i, (SELECT count(*) FROM woken) AS w
+"""
+"""The insert and the NOTIFY of each queue that got a ready job, in one statement: with no
+unique key and no dependency to check first, a lone statement in autocommit is the whole
+transaction, so an enqueue is one round trip (it was four: BEGIN, INSERT, NOTIFY, COMMIT).
+The count over ``woken`` makes it run (a CTE nobody reads is skipped)."""
 ON_CONFLICT = "ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING"
 
 STAGE_DUE = """
@@ -240,7 +250,14 @@ class PostgresBackend:
             except psycopg.Error as exc:
                 raise BackendError(f"PostgreSQL: {exc}") from exc
         with self._conn() as conn:
-            return self._insert(conn, jobs)
+            if any(j.unique_key is not None or j.depends_on for j in jobs):
+                return self._insert(conn, jobs)
+            conn.autocommit = True  # one statement (INSERT_AND_NOTIFY) is its own transaction
+            try:
+                return self._insert_bulk(conn, jobs)
+            finally:
+                if not conn.closed:
+                    conn.autocommit = False
 
     def _insert(self, conn: psycopg.Connection[Any], jobs: Sequence[NewJob]) -> list[Inserted]:
         """Bulk-insert runs of independent jobs; a job with dependencies goes alone, after its parents."""
@@ -272,7 +289,7 @@ class PostgresBackend:
                 "UPDATE conveyor_jobs SET unique_key = NULL WHERE unique_key = ANY(%s) AND unique_until <= now()", (keys,)
             )
         rows = conn.execute(
-            INSERT_JOBS.format(on_conflict=ON_CONFLICT if keys else ""),
+            INSERT_AND_NOTIFY.format(insert=INSERT_JOBS.format(on_conflict=ON_CONFLICT if keys else "")),
             (
                 [j.type for j in jobs],
                 [j.queue for j in jobs],
@@ -289,11 +306,9 @@ class PostgresBackend:
                 set_or_null([j.parent_id for j in jobs]),
                 set_or_null([j.meta for j in jobs]),
                 None if initial is None else [initial] * len(jobs),
+                self.channel,
             ),
         ).fetchall()
-        ready_queues = sorted({r[3] for r in rows if r[2] == "pending"})
-        if ready_queues:
-            conn.execute("SELECT pg_notify(%s, q) FROM unnest(%s::text[]) AS q", (self.channel, ready_queues))
         if len(rows) == len(jobs):  # nothing deduplicated: ids follow the insert order
             return [Inserted(r[0]) for r in sorted(rows)]
         return self._match_inserted(conn, jobs, rows)

@@ -43,6 +43,7 @@ from conveyor.backends.base import (
 from conveyor.backends.listeners import Listeners
 from conveyor.backends.sqlite import flow, graph
 from conveyor.backends.sqlite.clock import NOW
+from conveyor.backends.sqlite.turns import SPIN, WriteTurns
 from conveyor.errors import BackendError, BackendUnavailable, ConfigError
 from conveyor.job import FINISHED_STATES, Job, JobState, job_from_fields
 from conveyor.timeutil import epoch_memo, from_epoch, to_epoch
@@ -181,6 +182,7 @@ class SQLiteBackend:
         self._closing = threading.Event()
         self._migrated = False
         self._migrate_lock = threading.Lock()
+        self.turns = WriteTurns(self.path)
 
     # -- connections -------------------------------------------------------------------
 
@@ -225,10 +227,45 @@ class SQLiteBackend:
         return conn
 
     @contextmanager
-    def _write(self, conn: sqlite3.Connection | None = None) -> Iterator[sqlite3.Connection]:
+    def _write(self, conn: sqlite3.Connection | None = None, *, worker: bool = False) -> Iterator[sqlite3.Connection]:
+        """A write transaction. ``worker``: a worker's claim or completion, which lets writers
+        that wait (enqueues, everything else) go first (turns.py)."""
         conn = self.conn if conn is None else conn
+        if worker:
+            self.turns.yield_to_waiters()
+            turn = None
+        else:
+            turn = self.turns.waiting()
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            with self._begun(conn, spin=not worker):
+                yield conn
+        finally:
+            self.turns.done(turn)
+
+    def _begin_spinning(self, conn: sqlite3.Connection) -> None:
+        """``BEGIN IMMEDIATE`` tried every ``SPIN`` seconds up to the busy timeout, rather than
+        slept on by SQLite's busy handler (1 to 100 ms a sleep: the lock is taken back meanwhile)."""
+        conn.execute("PRAGMA busy_timeout = 0")
+        try:
+            deadline = time.monotonic() + self.busy_timeout
+            while True:
+                try:
+                    conn.execute("BEGIN IMMEDIATE")
+                    return
+                except sqlite3.OperationalError as exc:
+                    if not ("locked" in str(exc) or "busy" in str(exc)) or time.monotonic() > deadline:
+                        raise
+                time.sleep(SPIN)
+        finally:
+            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+
+    @contextmanager
+    def _begun(self, conn: sqlite3.Connection, spin: bool) -> Iterator[sqlite3.Connection]:
+        try:
+            if spin:
+                self._begin_spinning(conn)
+            else:
+                conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
             if "locked" in str(exc) or "busy" in str(exc):  # no write lock within the busy timeout: every write would wait alike
                 raise BackendUnavailable(f"SQLite: could not start a write transaction: {exc}") from exc
@@ -268,6 +305,7 @@ class SQLiteBackend:
                     pass
             self._all.clear()
         self._local = threading.local()
+        self.turns.close()
         if self.memory:
             shutil.rmtree(os.path.dirname(self.path), ignore_errors=True)
 
@@ -409,7 +447,7 @@ class SQLiteBackend:
         for queue in params.queues:
             args += [queue, params.limit]
         args.append(params.limit)
-        with self._write() as conn:
+        with self._write(worker=True) as conn:
             conn.execute(STAGE_DUE)
             rows = conn.execute(sql, args).fetchall()
         return rows
@@ -432,7 +470,7 @@ class SQLiteBackend:
                 for o in outcomes
             ]
         )
-        with self._write() as conn:
+        with self._write(worker=True) as conn:
             won_set = self._finish_rows(conn, batch, outcomes)
             won = [o.lease.job_id for o in outcomes if o.lease.job_id in won_set]
             for o in outcomes:
