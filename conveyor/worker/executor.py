@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from conveyor.backends.base import FinishParams
@@ -89,11 +90,15 @@ class Executor:
         backoff = self._backoff(spec, job.backoff)
         args: tuple[Any, ...] = (payload, ctx) if spec.takes_context else (payload,)
         timeout = job.timeout
+        func = spec.func
         try:
+            if spec.parent_arg is not None:  # the step asked for the results of the jobs it follows
+                parents = await ctx.aparent_results()
+                func = partial(func, **{spec.parent_arg: parents if spec.parent_arg == "parent_results" else next(iter(parents.values()), None)})
             if spec.is_async:
-                result = await asyncio.wait_for(spec.func(*args), timeout) if timeout else await spec.func(*args)
+                result = await asyncio.wait_for(func(*args), timeout) if timeout else await func(*args)
             else:
-                future = asyncio.get_running_loop().run_in_executor(self.threads, spec.func, *args)
+                future = asyncio.get_running_loop().run_in_executor(self.threads, func, *args)
                 result = await asyncio.wait_for(asyncio.shield(future), timeout) if timeout else await future
         except TimeoutError:
             ctx.cancelled.set()

@@ -19,15 +19,17 @@ log = logging.getLogger("conveyor.worker")
 
 
 async def heartbeat_loop(worker: Worker) -> None:
-    """Every third of a lease: renew running leases, write progress, record liveness."""
+    """Every third of a lease (or when asked, ``beat_soon``): renew running leases, write progress,
+    record liveness. A run whose renewal fails was cancelled or taken over: it is stopped."""
     interval = worker.lease_seconds / 3
     while not worker.stopped.is_set():
+        worker.beat_soon.clear()
         try:
             await beat(worker)
         except Exception as exc:  # the next beat tries again; expiring runs were fenced
             log.warning("heartbeat failed (%s); retrying", exc, exc_info=not isinstance(exc, BackendError))
         try:
-            await asyncio.wait_for(worker.stopped.wait(), interval)
+            await asyncio.wait_for(worker.beat_soon.wait(), interval)
         except TimeoutError:
             pass
 
@@ -47,7 +49,7 @@ async def beat(worker: Worker) -> None:
             if run.ctx.lease.job_id in held:
                 run.ctx.lease_deadline = asked + worker.lease_seconds
             elif not run.task.done():
-                give_up(run, "lease lost (another worker may run it)")
+                give_up(run, "lease lost (the job was cancelled, or another worker may run it)")
     for run in runs:
         progress = run.ctx.pending_progress
         if progress is not MISSING:

@@ -39,9 +39,7 @@ async def scheduler_loop(worker: Worker) -> None:
         except ConveyorError as exc:
             log.error("schedules not synced, none will fire from this worker: %s", exc)
             return
-    if not app.registry.schedules:
-        return
-    while not worker.stopped.is_set():
+    while not worker.stopped.is_set():  # also without declared schedules: some may be added at run time
         delay = MAX_TICK
         try:
             delay = await worker.bridge.call(tick, app)
