@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.chaos import fresh_database
 from conveyor import Conveyor, JobState
-from conveyor.backends.base import ClaimParams, Lease, Outcome
+from conveyor.backends.base import ClaimParams, FinishParams, Lease
 
 TARGET_MS = {"postgres": 10.0, "sqlite": 20.0}
 ASLEEP = 0.02  # seconds the completer waits before finishing, so the waiter is in its wait
@@ -48,7 +48,7 @@ def completer(url: str, conn: Connection) -> None:
         (job,) = app.backend.jobs_claim(ClaimParams("bench-completer", ("default",), 1, 30.0))
         assert job.id == job_id
         time.sleep(ASLEEP)
-        app.backend.jobs_finish([Outcome(Lease(job.id, job.lease_token), JobState.COMPLETED, result=json.dumps(job_id))])
+        app.backend.jobs_finish([FinishParams(Lease(job.id, job.lease_token), JobState.COMPLETED, result=json.dumps(job_id))])
         conn.send(time.time())
     app.close()
 
@@ -57,7 +57,7 @@ def run(backend: str, jobs: int) -> dict[str, object]:
     url, drop = fresh_database(backend)
     app = Conveyor(url)
     declare(app)
-    app.count_jobs()  # migrate before the completer starts
+    app.admin.jobs.count()  # migrate before the completer starts
     here, there = mp.Pipe()
     child = mp.get_context("spawn").Process(target=completer, args=(url, there), daemon=True)
     child.start()
@@ -66,7 +66,7 @@ def run(backend: str, jobs: int) -> dict[str, object]:
         for n in range(jobs + 5):
             job_id = app.enqueue("answer", {"n": n})
             here.send(job_id)
-            assert app.result(job_id, timeout=10) == job_id
+            assert app.admin.jobs.result(job_id, timeout=10) == job_id
             returned = time.time()
             committed = here.recv()
             if n >= 5:  # the first waits open connections and start the listener

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from conveyor import results
+from conveyor import waiting
 from conveyor.backends.base import JobFilter, NewSchedule, Schedule, WorkerInfo
 from conveyor.backends.insights import AuditEntry, NewAuditEntry, PruneParams, SnapshotParams, WorkflowSummary
 from conveyor.cron import Cron
@@ -199,10 +199,10 @@ class Jobs(_Part):
         >>> app.admin.jobs.result(job_id, timeout=30)
         {'width': 640}
         """
-        return results.wait(self._app, results.job_check(self._app, job_id), timeout, f"job {job_id}").result
+        return waiting.wait(self._app, waiting.job_check(self._app, job_id), timeout, f"job {job_id}").result
 
     async def aresult(self, job_id: int, timeout: float | None = None) -> Any:
-        job = await results.await_(self._app, results.job_check(self._app, job_id), timeout, f"job {job_id}")
+        job = await waiting.await_(self._app, waiting.job_check(self._app, job_id), timeout, f"job {job_id}")
         return job.result
 
     def purge(self, target: int | Selection, *, actor: str) -> int:
@@ -387,10 +387,10 @@ class Workflows(_Part):
     def result(self, workflow_id: str, timeout: float | None = None) -> WorkflowStatus:
         """Wait until every job of the workflow finished: its status if all completed, otherwise
         ``WorkflowFailed`` naming the first job that did not complete and its last error."""
-        return results.wait(self._app, results.workflow_check(self._app, workflow_id), timeout, f"workflow {workflow_id}")
+        return waiting.wait(self._app, waiting.workflow_check(self._app, workflow_id), timeout, f"workflow {workflow_id}")
 
     async def aresult(self, workflow_id: str, timeout: float | None = None) -> WorkflowStatus:
-        return await results.await_(self._app, results.workflow_check(self._app, workflow_id), timeout, f"workflow {workflow_id}")
+        return await waiting.await_(self._app, waiting.workflow_check(self._app, workflow_id), timeout, f"workflow {workflow_id}")
 
 
 class Audit(_Part):

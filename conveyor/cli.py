@@ -257,9 +257,10 @@ def status(database_url: str | None, app_path: str | None, json_out: bool) -> No
     console.print(f"[bold]Conveyor[/] · {health} · {stats.workers_live} live workers · {stats.at:%Y-%m-%d %H:%M:%S} UTC")
     console.print(f"database: {escape(location(app.settings.database_url))}", overflow="fold")
     states = Table(title="Jobs by state", title_justify="left", header_style="bold")
-    for state, style in STATE_STYLE.items():
-        states.add_column(state, justify="right", style=style)
-    states.add_row(*(number(t.counts[s]) for s in STATE_STYLE))
+    shown = [s for s in STATE_STYLE if s != "expired" or t.counts.get(s)]  # expired only once a job expired (80 columns)
+    for state in shown:
+        states.add_column(state, justify="right", style=STATE_STYLE[state])
+    states.add_row(*(number(t.counts[s]) for s in shown))
     console.print(states)
     # Two narrow tables rather than one wide one: each fits an 80-column terminal.
     depth = Table(title="Queues", title_justify="left", header_style="bold")
