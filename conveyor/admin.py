@@ -6,11 +6,12 @@ and every mutation leaves exactly one audit row (who, what, which jobs, how many
 
 Grouped by noun, each action a verb::
 
-    app.admin.jobs.get/list/count/retry/cancel/purge
+    app.admin.jobs.get/list/count/retry/cancel/purge/run_now/result/aresult
     app.admin.dead_letters.list/count/retry/purge
-    app.admin.schedules.list/get/pause/resume/trigger
+    app.admin.schedules.list/get/pause/resume/trigger/add/update/remove
+    app.admin.queues.list/pause/resume
     app.admin.workers.list/forget
-    app.admin.workflows.list/status/cancel/retry
+    app.admin.workflows.list/status/cancel/retry/result/aresult
     app.admin.audit.list/record
     app.admin.stats() / health() / prune() / prunable()
 
@@ -29,20 +30,26 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from conveyor.backends.base import JobFilter, Schedule, WorkerInfo
+from conveyor import waiting
+from conveyor.backends.base import JobFilter, NewSchedule, Schedule, WorkerInfo
 from conveyor.backends.insights import AuditEntry, NewAuditEntry, PruneParams, SnapshotParams, WorkflowSummary
 from conveyor.cron import Cron
-from conveyor.errors import InvalidTransition, JobNotFound, ScheduleNotFound, WorkflowError
+from conveyor.cron import declare as declare_cron
+from conveyor.errors import InvalidTransition, JobNotFound, ScheduleConflict, ScheduleNotFound, WorkflowError
 from conveyor.job import FINISHED_STATES, Job, JobState
+from conveyor.options import check_name
 from conveyor.stats import Health, Stats, Thresholds, shape
 from conveyor.workflow import WorkflowStatus, overall_state
 
 if TYPE_CHECKING:
     from conveyor.app import Conveyor
 
-RETRYABLE = (JobState.DEAD, JobState.CANCELLED)
+RETRYABLE = (JobState.DEAD, JobState.CANCELLED, JobState.EXPIRED)
 """What "retry" applies to, on every interface: a dead or cancelled job goes back to pending."""
 CANCELLABLE = (JobState.WAITING, JobState.SCHEDULED, JobState.PENDING)
+"""What cancelling a workflow applies to: its jobs that have not started (running ones finish)."""
+STOPPABLE = (*CANCELLABLE, JobState.RUNNING)
+"""What "cancel" applies to on a job: any unfinished one; a running job is stopped (see ``Jobs.cancel``)."""
 """What "cancel" applies to: jobs that have not started (a running job finishes its run)."""
 PURGEABLE = tuple(s for s in JobState if s in FINISHED_STATES)
 """What "purge" deletes: finished jobs only (completed, dead, cancelled)."""
@@ -172,8 +179,31 @@ class Jobs(_Part):
         return self._act("retry", target, RETRYABLE, self._app.backend.jobs_retry, actor)
 
     def cancel(self, target: int | Selection, *, actor: str) -> int:
-        """Cancel jobs that have not started (waiting, scheduled, pending); running jobs finish."""
-        return self._act("cancel", target, CANCELLABLE, self._app.backend.jobs_cancel, actor)
+        """Cancel unfinished jobs. A running one is stopped: it is cancelled at once in the database,
+        the worker holding it hears it at once on PostgreSQL (NOTIFY) or with its next lease
+        renewal, sets ``ctx.cancelled`` and cancels an async handler's task; the run is never
+        retried and whatever it writes back later is ignored (fenced by its lease)."""
+        return self._act("cancel", target, STOPPABLE, lambda where: self._app.backend.jobs_cancel(where, running=True), actor)
+
+    def run_now(self, job_id: int, *, actor: str) -> None:
+        """Make a scheduled job (delayed, or waiting out a retry's backoff) due now; attempts unchanged."""
+        if not self._app.backend.jobs_run_now(job_id):
+            raise InvalidTransition(job_id, self.get(job_id).state, "run now")
+        self._admin.audit.record(actor, "job.run_now", f"job:{job_id}")
+
+    def result(self, job_id: int, timeout: float | None = None) -> Any:
+        """Wait until the job finishes and return its result (JSON as stored); ``JobFailed`` (with
+        its last error) if it ended dead, cancelled or expired, ``ResultTimeout`` after ``timeout``
+        seconds (None: no limit). Woken by the store's change feed, never a tight poll.
+
+        >>> app.admin.jobs.result(job_id, timeout=30)
+        {'width': 640}
+        """
+        return waiting.wait(self._app, waiting.job_check(self._app, job_id), timeout, f"job {job_id}").result
+
+    async def aresult(self, job_id: int, timeout: float | None = None) -> Any:
+        job = await waiting.await_(self._app, waiting.job_check(self._app, job_id), timeout, f"job {job_id}")
+        return job.result
 
     def purge(self, target: int | Selection, *, actor: str) -> int:
         """Delete finished jobs (completed, dead, cancelled) and their step marks."""
@@ -243,6 +273,78 @@ class Schedules(_Part):
         return job_id
 
 
+    def add(self, name: str, expression: str, job_type: str, payload: Any = None, *, actor: str, tz: str | None = None,
+            missed: str = "skip", **options: Any) -> Schedule:
+        """Add a schedule at run time, stored next to those declared in code and fired the same way
+        (every worker sees it within a second). A code declaration of the same name replaces it
+        when a worker starts: code wins.
+
+        >>> app.admin.schedules.add("nightly-export", "0 2 * * *", "export", {"format": "csv"}, actor="ops", tz="Europe/Paris")
+        """
+        found = self._put(name, expression, job_type, payload, tz, missed, options, create=True)
+        self._admin.audit.record(actor, "cron.add", f"cron:{name}", expression=found.expression, job_type=job_type)
+        return found
+
+    def update(self, name: str, expression: str, job_type: str, payload: Any = None, *, actor: str, tz: str | None = None,
+               missed: str = "skip", **options: Any) -> Schedule:
+        """Change a schedule added at run time (one declared in code is changed in the code)."""
+        found = self._put(name, expression, job_type, payload, tz, missed, options, create=False)
+        self._admin.audit.record(actor, "cron.update", f"cron:{name}", expression=found.expression, job_type=job_type)
+        return found
+
+    def remove(self, name: str, *, actor: str) -> None:
+        """Remove a schedule added at run time; jobs it already enqueued stay."""
+        found = self.get(name)
+        if found.source != "runtime" or not self._app.backend.schedule_remove(name):
+            raise ScheduleConflict(name, "declared in code: remove it from the code (or pause it)")
+        self._admin.audit.record(actor, "cron.remove", f"cron:{name}")
+
+    def _put(self, name: str, expression: str, job_type: str, payload: Any, tz: str | None, missed: str,
+             options: dict[str, Any], create: bool) -> Schedule:
+        spec = declare_cron(expression, job_type, payload, name, tz, missed, options)
+        job = self._app.new_job(spec.job_type, spec.payload, spec.options)  # the type, payload and options must be valid
+        row = NewSchedule(spec.name, spec.cron.expression, spec.cron.tz, spec.job_type, job.payload,
+                          json.dumps(spec.options), spec.missed.value, spec.cron.next_after(self._app.now()))
+        if not self._app.backend.schedule_put(row, create):
+            if create:
+                raise ScheduleConflict(name, "a schedule with this name exists already")
+            found = self.get(name)  # ScheduleNotFound when there is none
+            raise ScheduleConflict(name, f"declared in code ({found.expression!r}): change it in the code")
+        return self.get(name)
+
+
+@dataclass(frozen=True, slots=True)
+class QueueInfo:
+    """A queue as operators see it: paused or not (since ``paused_at``), and its jobs by state."""
+
+    name: str
+    paused: bool
+    paused_at: datetime | None
+    counts: dict[str, int]
+
+
+class Queues(_Part):
+    """Queues, and their pauses: held in the database, so every worker stops claiming from a
+    paused queue within a second; running jobs finish and enqueueing still works."""
+
+    def list(self) -> builtins.list[QueueInfo]:
+        """Every queue the app declares, has jobs in, or has paused."""
+        stats = self._admin.stats()
+        return [QueueInfo(q.queue, q.queue in stats.paused, stats.paused.get(q.queue), q.counts) for q in stats.queues if q.queue]
+
+    def pause(self, name: str, *, actor: str) -> bool:
+        """Stop every worker claiming from ``name``; False if it was paused already."""
+        changed = self._app.backend.queue_pause(check_name("queue", name), True)
+        self._admin.audit.record(actor, "queue.pause", f"queue:{name}", changed=changed)
+        return changed
+
+    def resume(self, name: str, *, actor: str) -> bool:
+        """Let workers claim from ``name`` again (they are woken at once); False if it was not paused."""
+        changed = self._app.backend.queue_pause(check_name("queue", name), False)
+        self._admin.audit.record(actor, "queue.resume", f"queue:{name}", changed=changed)
+        return changed
+
+
 class Workers(_Part):
     def list(self) -> builtins.list[WorkerInfo]:
         """Every worker row, live or not (``conveyor.stats.is_live`` tells which)."""
@@ -282,6 +384,15 @@ class Workflows(_Part):
         return count
 
 
+    def result(self, workflow_id: str, timeout: float | None = None) -> WorkflowStatus:
+        """Wait until every job of the workflow finished: its status if all completed, otherwise
+        ``WorkflowFailed`` naming the first job that did not complete and its last error."""
+        return waiting.wait(self._app, waiting.workflow_check(self._app, workflow_id), timeout, f"workflow {workflow_id}")
+
+    async def aresult(self, workflow_id: str, timeout: float | None = None) -> WorkflowStatus:
+        return await waiting.await_(self._app, waiting.workflow_check(self._app, workflow_id), timeout, f"workflow {workflow_id}")
+
+
 class Audit(_Part):
     """Who did what, on what, and how many jobs it touched."""
 
@@ -306,6 +417,7 @@ class Admin:
     schedules: Schedules = field(init=False)
     workers: Workers = field(init=False)
     workflows: Workflows = field(init=False)
+    queues: Queues = field(init=False)
     audit: Audit = field(init=False)
 
     def __post_init__(self) -> None:
@@ -314,6 +426,7 @@ class Admin:
         self.schedules = Schedules(self)
         self.workers = Workers(self)
         self.workflows = Workflows(self)
+        self.queues = Queues(self)
         self.audit = Audit(self)
 
     def via(self, channel: str) -> Admin:

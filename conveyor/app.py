@@ -68,6 +68,10 @@ def row_of(job_type: str, text: str, opts: Resolved) -> NewJob:
         workflow_id=opts.workflow_id,
         parent_id=opts.parent_id,
         depends_on=opts.depends_on,
+        unique_states=opts.unique_states,
+        replace=opts.replace,
+        expires_at=opts.expires_at,
+        expires_in=opts.expires_in,
     )
 
 

@@ -195,7 +195,7 @@ def migrate(database_url: str | None, app_path: str | None) -> None:
 console = Console(highlight=False)
 STATE_STYLE = {
     "pending": "blue", "running": "yellow", "scheduled": "magenta", "waiting": "dim",
-    "completed": "green", "dead": "bold red", "cancelled": "dim",
+    "completed": "green", "dead": "bold red", "cancelled": "dim", "expired": "dim yellow",
 }
 
 
@@ -269,9 +269,10 @@ def status(database_url: str | None, app_path: str | None, json_out: bool) -> No
     console.print(f"[bold]Conveyor[/] · {health} · {stats.workers_live} live workers · {stats.at:%Y-%m-%d %H:%M:%S} UTC")
     console.print(f"database: {escape(location(app.settings.database_url))}", overflow="fold")
     states = Table(title="Jobs by state", title_justify="left", header_style="bold")
-    for state, style in STATE_STYLE.items():
-        states.add_column(state, justify="right", style=style)
-    states.add_row(*(number(t.counts[s]) for s in STATE_STYLE))
+    shown = [s for s in STATE_STYLE if s != "expired" or t.counts.get(s)]  # expired only once a job expired (80 columns)
+    for state in shown:
+        states.add_column(state, justify="right", style=STATE_STYLE[state])
+    states.add_row(*(number(t.counts[s]) for s in shown))
     console.print(states)
     # Two narrow tables rather than one wide one: each fits an 80-column terminal.
     depth = Table(title="Queues", title_justify="left", header_style="bold")
@@ -284,7 +285,7 @@ def status(database_url: str | None, app_path: str | None, json_out: bool) -> No
         assert q.queue is not None
         workers = stats.live_workers.get(q.queue, 0)
         depth.add_row(
-            q.queue, number(q.counts["pending"]), number(q.counts["running"]), number(q.counts["scheduled"]),
+            Text(f"{q.queue} (paused)", style="yellow") if q.queue in stats.paused else q.queue, number(q.counts["pending"]), number(q.counts["running"]), number(q.counts["scheduled"]),
             Text(number(q.counts["dead"]), style="red" if q.counts["dead"] else ""), Text(str(workers), style="" if workers else "red"),
             duration(q.oldest_pending_age),
         )
@@ -431,6 +432,138 @@ def cron_action(action: str) -> Callable[..., None]:
 
 for _action in ("pause", "resume", "trigger"):
     cron.command(_action)(cron_action(_action))
+
+
+def schedule_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    for option in reversed((
+        click.argument("name"), click.argument("expression"), click.argument("job_type", metavar="TYPE"),
+        click.option("--payload", default="null", help="The jobs' payload as JSON."),
+        click.option("--tz", help="IANA time zone (default UTC)."),
+        click.option("--missed", type=click.Choice(["skip", "run_once"]), default="skip", show_default=True),
+        click.option("--queue"), click.option("--priority", type=int),
+    )):
+        func = option(func)
+    return func
+
+
+def put_schedule(verb: str) -> Callable[..., None]:
+    @app_options
+    @schedule_options
+    @fail_on_errors
+    def command(database_url: str | None, app_path: str | None, name: str, expression: str, job_type: str, payload: str,
+                tz: str | None, missed: str, queue: str | None, priority: int | None) -> None:
+        app = open_app(database_url, app_path)
+        try:
+            data = json.loads(payload)
+        except ValueError as exc:
+            raise click.BadParameter(f"not JSON: {exc}", param_hint="--payload") from None
+        options = {k: v for k, v in (("queue", queue), ("priority", priority)) if v is not None}
+        schedules = app.admin.via("cli").schedules
+        put = schedules.add if verb == "add" else schedules.update
+        found = put(name, expression, job_type, data, actor=actor(), tz=tz, missed=missed, **options)
+        console.print(f"{name}: {'added' if verb == 'add' else 'updated'}; next fire {found.next_fire_at:%Y-%m-%d %H:%M:%S} UTC.")
+
+    command.__doc__ = {"add": "Add a schedule at run time (stored in the database; a code declaration of the same name wins).",
+                       "update": "Change a schedule added at run time."}[verb]
+    return command
+
+
+cron.command("add")(put_schedule("add"))
+cron.command("update")(put_schedule("update"))
+
+
+@cron.command("remove")
+@app_options
+@click.argument("name")
+@fail_on_errors
+def cron_remove(database_url: str | None, app_path: str | None, name: str) -> None:
+    """Remove a schedule added at run time."""
+    open_app(database_url, app_path).admin.via("cli").schedules.remove(name, actor=actor())
+    console.print(f"{name}: removed.")
+
+
+@main.group()
+def job() -> None:
+    """One job: show, cancel (also while running), run now, wait for its result."""
+
+
+@job.command("show")
+@app_options
+@click.argument("job_id", type=click.IntRange(1))
+@fail_on_errors
+def job_show(database_url: str | None, app_path: str | None, job_id: int) -> None:
+    """A job as JSON, with its whole error history."""
+    app = open_app(database_url, app_path)
+    click.echo(json.dumps(dataclasses.asdict(app.admin.jobs.get(job_id)), default=str, indent=2))
+
+
+def job_action(action: str) -> Callable[..., None]:
+    @app_options
+    @click.argument("job_id", type=click.IntRange(1))
+    @fail_on_errors
+    def command(database_url: str | None, app_path: str | None, job_id: int) -> None:
+        jobs = open_app(database_url, app_path).admin.via("cli").jobs
+        state = jobs.get(job_id).state
+        (jobs.cancel if action == "cancel" else jobs.run_now)(job_id, actor=actor())
+        console.print(f"job {job_id}: {'cancelled' if action == 'cancel' else 'due now'} (was {state.value}).")
+
+    command.__doc__ = {"cancel": "Cancel a job that has not finished; a running one is stopped.",
+                       "run-now": "Make a scheduled (delayed or backing-off) job due now."}[action]
+    return command
+
+
+job.command("cancel")(job_action("cancel"))
+job.command("run-now")(job_action("run-now"))
+
+
+@job.command("result")
+@app_options
+@click.argument("job_id", type=click.IntRange(1))
+@click.option("--timeout", type=click.FloatRange(0), help="Seconds to wait (default: no limit).")
+@fail_on_errors
+def job_result(database_url: str | None, app_path: str | None, job_id: int, timeout: float | None) -> None:
+    """Wait for the job to finish and print its result as JSON (exit 1 if it did not complete)."""
+    app = open_app(database_url, app_path)
+    click.echo(json.dumps(app.admin.jobs.result(job_id, timeout=timeout), default=str))
+
+
+@main.group()
+def queues() -> None:
+    """Queues: list with their pauses, pause, resume."""
+
+
+@queues.command("list")
+@app_options
+@fail_on_errors
+def queues_list(database_url: str | None, app_path: str | None) -> None:
+    """Every queue, paused or not, with its jobs by state."""
+    app = open_app(database_url, app_path)
+    table = Table(title="Queues", title_justify="left", header_style="bold")
+    for name in ("queue", "status", "pending", "running", "scheduled", "dead"):
+        table.add_column(name, justify="left" if name in ("queue", "status") else "right")
+    for q in app.admin.queues.list():
+        status_text = Text(f"paused since {q.paused_at:%Y-%m-%d %H:%M:%S}", style="yellow") if q.paused and q.paused_at else Text("active", style="green")
+        table.add_row(q.name, status_text, *(f"{q.counts.get(s, 0):,}" for s in ("pending", "running", "scheduled", "dead")))
+    console.print(table)
+
+
+def queue_action(action: str) -> Callable[..., None]:
+    @app_options
+    @click.argument("name")
+    @fail_on_errors
+    def command(database_url: str | None, app_path: str | None, name: str) -> None:
+        queues = open_app(database_url, app_path).admin.via("cli").queues
+        changed = (queues.pause if action == "pause" else queues.resume)(name, actor=actor())
+        done = "paused: workers claim nothing from it" if action == "pause" else "resumed"
+        console.print(f"queue {name}: {done}." if changed else f"queue {name} was already {'paused' if action == 'pause' else 'active'}.")
+
+    command.__doc__ = {"pause": "Stop every worker claiming from the queue (running jobs finish; enqueue still works).",
+                       "resume": "Let workers claim from the queue again."}[action]
+    return command
+
+
+queues.command("pause")(queue_action("pause"))
+queues.command("resume")(queue_action("resume"))
 
 
 @main.command()

@@ -11,6 +11,10 @@
     ├── WorkflowError          a dependency graph has a cycle or names unknown jobs
     ├── ScheduleNotFound       no cron schedule with that name (``name``)
     ├── ResultError            a handler's result or a ctx.once value cannot be stored (type or size)
+    ├── ScheduleConflict       a run-time schedule change clashes with an existing or code-declared one
+    ├── JobFailed              a waited-for job ended dead, cancelled or expired (``job``, ``error``)
+    │   └── WorkflowFailed     a waited-for workflow ended failed or cancelled (``status``)
+    ├── ResultTimeout          the wait for a job or workflow ran out (also a ``TimeoutError``)
     ├── BackendError           the database failed; the driver's error is ``__cause__``
     │   └── BackendUnavailable the database cannot be reached (or, SQLite, stays locked past the busy timeout)
     └── WebhookError           a webhook could not be signed, sent or trusted
@@ -102,6 +106,42 @@ class ScheduleNotFound(ConveyorError):
 
 class ResultError(ConveyorError):
     """A handler's result or a ``ctx.once`` value cannot be stored: its type has no JSON form, or it is too large."""
+class ScheduleConflict(ConveyorError):
+    """This schedule change clashes with an existing schedule."""
+
+    def __init__(self, name: str, problem: str) -> None:
+        self.name = name
+        super().__init__(f"schedule {name!r}: {problem}")
+
+
+class JobFailed(ConveyorError):
+    """The job did not complete."""
+
+    def __init__(self, job: Any, message: str | None = None) -> None:
+        self.job = job  # the conveyor.job.Job as it ended
+        self.job_id: int = job.id
+        self.state: str = str(job.state)
+        last = job.last_error
+        self.error: str | None = last.error if last is not None else None
+        super().__init__(message or f"job {job.id} ({job.type}) ended {job.state}" + (f": {self.error}" if self.error else ""))
+
+
+class WorkflowFailed(JobFailed):
+    """The workflow did not complete."""
+
+    def __init__(self, status: Any, job: Any) -> None:
+        self.status = status  # the conveyor.workflow.WorkflowStatus as it ended
+        last = job.last_error
+        super().__init__(job, f"workflow {status.id} ended {status.state}: job {job.id} ({job.type}) ended {job.state}"
+                         + (f": {last.error}" if last is not None else ""))
+
+
+class ResultTimeout(ConveyorError, TimeoutError):
+    """The wait for a result ran out."""
+
+    def __init__(self, what: str, timeout: float, state: str) -> None:
+        self.state = state
+        super().__init__(f"{what} not finished after {timeout:g} s (it is {state})")
 
 
 class BackendError(ConveyorError):

@@ -22,9 +22,12 @@ class JobState(StrEnum):
     COMPLETED = "completed"
     DEAD = "dead"  # the dead-letter queue: attempts spent, bad payload, unknown type
     CANCELLED = "cancelled"
+    EXPIRED = "expired"  # its expiry passed before it started: it never ran and never will
 
 
-FINISHED_STATES = frozenset({JobState.COMPLETED, JobState.DEAD, JobState.CANCELLED})
+FINISHED_STATES = frozenset({JobState.COMPLETED, JobState.DEAD, JobState.CANCELLED, JobState.EXPIRED})
+UNFINISHED_STATES = frozenset({JobState.WAITING, JobState.SCHEDULED, JobState.PENDING, JobState.RUNNING})
+"""The states in which a unique key blocks another enqueue by default (see ``unique_states``)."""
 
 
 class Priority(IntEnum):
@@ -84,6 +87,7 @@ class Job:
     result: Any = None
     errors: tuple[FailedAttempt, ...] = field(default_factory=tuple)
     backoff: str | None = None
+    expires_at: datetime | None = None  # not started by then, it ends expired
     corrupt: str | None = None  # why the stored row could not be read as written (payload, errors)
     meta: dict[str, Any] | None = None  # context set at enqueue by middleware (trace context, ...)
 

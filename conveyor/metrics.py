@@ -61,9 +61,13 @@ class ConveyorCollector(Collector):
         workers = GaugeMetricFamily("conveyor_workers_live", "Workers with a fresh heartbeat serving the queue", labels=["queue"])
         for queue, count in stats.live_workers.items():
             workers.add_metric([queue], count)
+        paused = GaugeMetricFamily("conveyor_queue_paused", "1 while an operator has paused the queue", labels=["queue"])
+        for q in stats.queues:
+            assert q.queue is not None
+            paused.add_metric([q.queue], 1.0 if q.queue in stats.paused else 0.0)
         healthy = GaugeMetricFamily("conveyor_healthy", "1 when every health check passes, 0 when degraded")
         healthy.add_metric([], 1.0 if stats.health.status is HealthStatus.OK else 0.0)
-        yield from (jobs, done, rate, failure, oldest, run, wait, workers, healthy)
+        yield from (jobs, done, rate, failure, oldest, run, wait, workers, paused, healthy)
 
 
 def exposition(app: Conveyor) -> bytes:

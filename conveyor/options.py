@@ -8,6 +8,7 @@ from typing import Any, TypedDict
 
 from conveyor.backends.base import Dependency
 from conveyor.errors import OptionError, WorkflowError
+from conveyor.job import UNFINISHED_STATES, JobState
 from conveyor.ratelimit import RateLimit, check_concurrency
 from conveyor.retry import Backoff, BackoffSpec, make_backoff
 from conveyor.storable import storable_text
@@ -15,6 +16,10 @@ from conveyor.timeutil import check_moment, check_seconds
 from conveyor.workflow import dependencies
 
 DEFAULT_QUEUE = "default"
+DEFAULT_MAX_ATTEMPTS = 20
+"""With the default backoff (``retry.DEFAULT_BACKOFF``) a failing job is retried for about 9 hours
+before it is dead: an outage of hours is ridden out (the table is in docs/guide.md)."""
+ALL_STATES = tuple(s.value for s in JobState)
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,7 +28,7 @@ class JobOptions:
 
     queue: str = DEFAULT_QUEUE
     priority: int = 0
-    max_attempts: int = 5
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
     backoff: BackoffSpec = "exponential"
     timeout: float | None = None
     unique_for: float | None = None
@@ -87,6 +92,10 @@ class EnqueueOptions(TypedDict, total=False):
     parent_id: int
     depends_on: list[Any]  # job ids, ctx.enqueue's PendingJob refs, or After(ref, on_failure=...)
     on_failure: str  # for every edge of depends_on: "cancel" (default) or "continue"
+    unique_states: list[str]  # the holder's states in which a key blocks (default: unfinished ones)
+    on_duplicate: str  # "keep" (default: return the holder) or "replace" (debounce its payload and run time)
+    expires_in: float | timedelta  # not started within this long, the job ends expired
+    expires_at: datetime  # not started by then, the job ends expired
 
 
 ENQUEUE_KEYS = frozenset(EnqueueOptions.__annotations__)
@@ -108,6 +117,10 @@ class Resolved:
     workflow_id: str | None
     parent_id: int | None
     depends_on: tuple[Dependency, ...]
+    unique_states: tuple[str, ...] | None = None  # None: the unfinished states
+    replace: bool = False
+    expires_at: float | None = None  # epoch seconds
+    expires_in: float | None = None
 
 
 def resolve(defaults: JobOptions, overrides: EnqueueOptions | dict[str, Any]) -> Resolved:
@@ -146,6 +159,19 @@ def resolve(defaults: JobOptions, overrides: EnqueueOptions | dict[str, Any]) ->
         raise OptionError("idempotency_key", "must be a non-empty string of at most 255 characters")
     if key is not None and storable_text(key) != key:
         raise OptionError("idempotency_key", f"must not contain NUL or lone surrogates, which no database stores as text: {key!r}")
+    unique_states, replace = unique_policy(overrides, unique_for)
+    expires_at = None
+    if "expires_at" in overrides:
+        moment = overrides["expires_at"]
+        if not isinstance(moment, datetime):
+            raise OptionError("expires_at", f"must be a datetime, not {type(moment).__name__}")
+        try:
+            expires_at = check_moment("expires_at", moment)
+        except ValueError as exc:
+            raise OptionError("expires_at", str(exc)) from None
+    expires_in = None
+    if "expires_in" in overrides:
+        expires_in = check_duration("expires_in", overrides["expires_in"])
     depends_on: tuple[Dependency, ...] = ()
     if overrides.get("depends_on"):
         on_failure = overrides.get("on_failure", "cancel")
@@ -168,7 +194,35 @@ def resolve(defaults: JobOptions, overrides: EnqueueOptions | dict[str, Any]) ->
         workflow_id=overrides.get("workflow_id"),
         parent_id=overrides.get("parent_id"),
         depends_on=depends_on,
+        unique_states=unique_states,
+        replace=replace,
+        expires_at=expires_at,
+        expires_in=expires_in,
     )
+
+
+def unique_policy(overrides: EnqueueOptions | dict[str, Any], unique_for: float | None) -> tuple[tuple[str, ...] | None, bool]:
+    """The states in which an existing job with the same key blocks this enqueue, and whether a
+    blocked enqueue replaces the holder's payload and run time (debounce).
+
+    A key blocks while its job is unfinished; ``unique_for`` makes it a time window instead (any
+    state blocks within it: at most one job per window); ``unique_states`` names the states.
+    """
+    states: tuple[str, ...] | None = ALL_STATES if unique_for is not None else None
+    if "unique_states" in overrides:
+        given = overrides["unique_states"]
+        if isinstance(given, str) or not isinstance(given, list | tuple | set | frozenset) or not given:
+            raise OptionError("unique_states", f"must be a non-empty list of job states, not {given!r}")
+        try:
+            states = tuple(sorted({JobState(s).value for s in given}))
+        except ValueError:
+            raise OptionError("unique_states", f"unknown state in {sorted(map(str, given))}; known: {', '.join(ALL_STATES)}") from None
+        if set(states) == {s.value for s in UNFINISHED_STATES}:
+            states = None
+    mode = overrides.get("on_duplicate", "keep")
+    if mode != "keep" and mode != "replace":
+        raise OptionError("on_duplicate", f"must be 'keep' or 'replace', not {mode!r}")
+    return states, mode == "replace"
 
 
 def encode_backoff(spec: Any) -> str:

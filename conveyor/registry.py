@@ -18,6 +18,9 @@ from conveyor.options import JobOptions, check_name
 from conveyor.ratelimit import QueuePolicy, claim_limits
 
 OPTION_NAMES = frozenset(f.name for f in fields(JobOptions))
+PARENT_ARGS = ("parent_result", "parent_results")
+"""Keyword-only handler parameters that ask for the results of the jobs a step depends on:
+``parent_result`` the one it follows in a chain, ``parent_results`` all of them by job id."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +33,15 @@ class JobSpec:
     is_async: bool
     takes_context: bool
     options: JobOptions
+    parent_arg: str | None = None  # one of PARENT_ARGS when the handler asks for its parents' results
+
+
+def parent_arg(func: Callable[..., Any]) -> str | None:
+    """Which of PARENT_ARGS the handler declares as a keyword-only parameter, if any."""
+    asked = [p.name for p in inspect.signature(func).parameters.values() if p.kind is p.KEYWORD_ONLY and p.name in PARENT_ARGS]
+    if len(asked) > 1:
+        raise DeclarationError(f"handler {func.__qualname__} asks for both parent_result and parent_results; take one")
+    return asked[0] if asked else None
 
 
 def payload_model(func: Callable[..., Any]) -> tuple[type[BaseModel] | None, bool]:
@@ -78,6 +90,7 @@ class Registry:
             is_async=inspect.iscoroutinefunction(func),
             takes_context=takes_context,
             options=job_options,
+            parent_arg=parent_arg(func),
         )
         self._specs[job_name] = spec
         return spec

@@ -23,10 +23,12 @@ class Exponential:
     """``base * 2**(attempt-1)`` capped at ``cap``, with full jitter on the upper half.
 
     Jitter spreads retries of jobs that failed together (an outage) so they do not
-    return together; keeping the lower half fixed keeps the wait predictable.
+    return together; keeping the lower half fixed keeps the wait predictable. The defaults
+    (2 s doubling, at most an hour a wait) with the default 20 attempts retry for about 9
+    hours before a job is dead (``schedule`` prints the table in docs/guide.md).
     """
 
-    base: float = 1.0
+    base: float = 2.0
     cap: float = 3600.0
     jitter: bool = True
 
@@ -82,3 +84,17 @@ def next_delay(backoff: Backoff, attempt: int) -> float:
     if math.isnan(delay):
         return min(Exponential()(attempt), MAX_DELAY)
     return min(max(0.0, delay), MAX_DELAY)
+
+
+def schedule(backoff: Exponential, attempts: int) -> list[tuple[int, float, float, float, float]]:
+    """The retry timetable of ``attempts`` attempts: for each failed attempt that is retried,
+    (attempt, shortest wait, longest wait, earliest and latest time since the first failure)."""
+    rows = []
+    low_total = high_total = 0.0
+    for attempt in range(1, attempts):
+        full = min(backoff.cap, backoff.base * 2 ** (attempt - 1))
+        low = full / 2 if backoff.jitter else full
+        low_total += low
+        high_total += full
+        rows.append((attempt, low, full, low_total, high_total))
+    return rows

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 
@@ -96,6 +96,7 @@ class Stats:
     bucket_seconds: float = 10.0
     workers_live: int = 0  # distinct workers with a fresh heartbeat
     finished_counts_age: float = 0.0  # completed/cancelled totals may lag by this many seconds on big tables
+    paused: dict[str, datetime] = field(default_factory=dict)  # queue -> when an operator paused it
 
 
 def percentiles(values: Sequence[float]) -> Percentiles:
@@ -119,7 +120,7 @@ def shape(snapshot: Snapshot, workers: Iterable[WorkerInfo], thresholds: Thresho
     keys: set[tuple[str, str]] = {(s.queue, s.type) for s in snapshot.states}
     keys |= {(f.queue, f.type) for f in snapshot.finished} | {(p.queue, p.type) for p in snapshot.pending}
     per_type = tuple(_group(snapshot, same_pair(k), *k) for k in sorted(keys))
-    queue_names = sorted({q for q, _ in keys} | set(queues))
+    queue_names = sorted({q for q, _ in keys} | set(queues) | {q for q, _ in snapshot.paused})
     per_queue = tuple(_group(snapshot, same_queue(name), name, None) for name in queue_names)
     total = _group(snapshot, lambda q, t: True, None, None)
     live: dict[str, int] = {name: 0 for name in queue_names}
@@ -130,7 +131,10 @@ def shape(snapshot: Snapshot, workers: Iterable[WorkerInfo], thresholds: Thresho
             for name in worker.queues:
                 live[name] = live.get(name, 0) + 1
     health = judge(total, per_queue, live, thresholds)
-    return Stats(snapshot.now, total, per_queue, per_type, _series(snapshot), live, health, snapshot.params.bucket, alive, snapshot.finished_counts_age)
+    return Stats(
+        snapshot.now, total, per_queue, per_type, _series(snapshot), live, health, snapshot.params.bucket, alive,
+        snapshot.finished_counts_age, dict(snapshot.paused),
+    )
 
 
 def same_pair(key: tuple[str, str]) -> Callable[[str, str], bool]:

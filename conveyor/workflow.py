@@ -216,7 +216,7 @@ def overall_state(states: Iterable[str]) -> WorkflowState:
         return "running"
     if "dead" in seen:
         return "failed"
-    if "cancelled" in seen:
+    if "cancelled" in seen or "expired" in seen:
         return "cancelled"
     return "completed"
 

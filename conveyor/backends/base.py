@@ -45,13 +45,17 @@ class NewJob:
     payload: str  # JSON text, already validated
     queue: str = "default"
     priority: int = 0
-    max_attempts: int = 5
+    max_attempts: int = 20
     delay: float = 0.0
     run_at: float | None = None
     timeout: float | None = None
     backoff: str | None = None
     unique_key: str | None = None
-    unique_for: float | None = None  # None with a key: unique while the row exists
+    unique_for: float | None = None  # with a key: it blocks at most this long
+    unique_states: tuple[str, ...] | None = None  # with a key: the holder's states that block (None: unfinished)
+    replace: bool = False  # with a key: update a scheduled/pending holder's payload and run time (debounce)
+    expires_at: float | None = None  # epoch seconds; wins over expires_in
+    expires_in: float | None = None  # seconds after the database's now
     workflow_id: str | None = None
     parent_id: int | None = None
     depends_on: tuple[Dependency, ...] = ()
@@ -129,7 +133,8 @@ class NewSchedule:
 
 @dataclass(frozen=True, slots=True)
 class Schedule:
-    """A schedule row: ``enabled`` while declared in the app's code, ``paused`` by an operator."""
+    """A schedule row: ``enabled`` while declared in the app's code (or added at run time),
+    ``paused`` by an operator."""
 
     name: str
     expression: str
@@ -143,6 +148,7 @@ class Schedule:
     next_fire_at: datetime
     last_fire_at: datetime | None = None
     last_job_id: int | None = None
+    source: str = "code"  # "code": declared with app.cron; "runtime": added through app.admin.schedules
 
     @property
     def active(self) -> bool:
@@ -240,7 +246,12 @@ class Backend(Protocol):
     def jobs_list(self, where: JobFilter, limit: int = 100, before_id: int | None = None) -> list[Job]: ...
     def jobs_count(self, where: JobFilter) -> int: ...
     def jobs_retry(self, where: JobFilter) -> int: ...
-    def jobs_cancel(self, where: JobFilter) -> int: ...
+    def jobs_cancel(self, where: JobFilter, running: bool = False) -> int: ...
+    def jobs_run_now(self, job_id: int) -> bool: ...
+
+    # queues
+    def queue_pause(self, queue: str, paused: bool) -> bool: ...
+    def queues_paused(self) -> dict[str, datetime]: ...
     def jobs_purge(self, where: JobFilter) -> int: ...
 
     # workflows
@@ -255,6 +266,8 @@ class Backend(Protocol):
     def schedules_due(self) -> tuple[datetime, list[Schedule]]: ...
     def schedule_fire(self, params: FireParams) -> list[int] | None: ...
     def schedule_set(self, name: str, paused: bool, next_fire_at: datetime | None = None) -> bool: ...
+    def schedule_put(self, schedule: NewSchedule, create: bool) -> bool: ...
+    def schedule_remove(self, name: str) -> bool: ...
 
     # workers
     def workers_heartbeat(self, info: WorkerInfo) -> None: ...
@@ -263,6 +276,10 @@ class Backend(Protocol):
 
     # waking idle workers: ``callback`` is called, from any thread, when jobs may be due
     def listen(self, callback: Callable[[], None]) -> Callable[[], None]: ...
+    # result waiters: ``callback`` when jobs may have finished (returns once subscribed)
+    def listen_finished(self, callback: Callable[[], None]) -> Callable[[], None]: ...
+    # workers: the ids of running jobs just cancelled (other processes' cancels may arrive by renewal only)
+    def listen_cancel(self, callback: Callable[[list[int]], None]) -> Callable[[], None]: ...
 
 
 def dependency_ids(job: NewJob, earlier: Sequence[Inserted]) -> list[int]:
@@ -286,7 +303,7 @@ def initial_state(job: NewJob, parents: Sequence[int], states: dict[int, str]) -
     waiting = False
     for dep, parent in zip(job.depends_on, parents):
         state = states[parent]
-        if state in ("dead", "cancelled"):
+        if state in ("dead", "cancelled", "expired"):
             if not dep.continue_on_failure:
                 return "cancelled"
         elif state != "completed":
@@ -402,7 +419,7 @@ class Salvaged(tuple[Any, ...]):
     __slots__ = ()
 
 
-TIME_COLUMNS = {8: "run_at", 9: "created_at", 10: "attempted_at", 11: "finished_at", 13: "lease_expires_at"}
+TIME_COLUMNS = {8: "run_at", 9: "created_at", 10: "attempted_at", 11: "finished_at", 13: "lease_expires_at", 24: "expires_at"}
 JSON_COLUMNS = {4: "payload", 19: "progress", 20: "result", 21: "errors"}
 TIME_UNREADABLE = datetime.min.replace(tzinfo=UTC)
 """What an unreadable time reads as (the row says why in ``corrupt``)."""
@@ -439,14 +456,14 @@ def salvaged_job(r: Sequence[Any], decoded: bool, at: Callable[[float], datetime
     state, odd_state = read_state(values[3])
     corrupt = "; ".join(p for p in (*problems, cols.corrupt, odd_state) if p)
     return job_from_fields((
-        *values[:3], state, cols.payload, *values[5:19], cols.progress, cols.result, cols.errors, values[22], corrupt or None,
+        *values[:3], state, cols.payload, *values[5:19], cols.progress, cols.result, cols.errors, values[22], values[24], corrupt or None,
     ))  # fmt: skip
 
 
 JOB_COLUMNS = (
     "id, type, queue, state, payload, priority, attempt, max_attempts, run_at, created_at, "
     "attempted_at, finished_at, lease_token, lease_expires_at, worker_id, timeout, unique_key, "
-    "workflow_id, parent_id, progress, result, errors, backoff, meta"
+    "workflow_id, parent_id, progress, result, errors, backoff, meta, expires_at"
 )
 """The columns every job read selects, in the order the backends' row readers expect."""
 

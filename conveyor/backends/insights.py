@@ -81,6 +81,7 @@ class Snapshot:
     pending: tuple[PendingAge, ...]
     durations: tuple[Duration, ...]
     finished_counts_age: float = 0.0  # seconds since completed/cancelled were counted (see SlowCounts)
+    paused: tuple[tuple[str, datetime], ...] = ()  # queues an operator paused, and since when
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,7 +141,8 @@ def retention_plan(queries: RetentionQueries, params: PruneParams) -> list[int]:
     """The next batch ``prune`` deletes, for every backend: completed and cancelled jobs past their
     age first, then completed jobs beyond the newest N of their type; at most ``params.limit``."""
     ids: list[int] = []
-    for state, age in ((JobState.COMPLETED, params.completed_older_than), (JobState.CANCELLED, params.cancelled_older_than)):
+    for state, age in ((JobState.COMPLETED, params.completed_older_than), (JobState.CANCELLED, params.cancelled_older_than),
+                       (JobState.EXPIRED, params.cancelled_older_than)):
         if age is not None and len(ids) < params.limit:
             ids += queries.finished_before(state, age, params.limit - len(ids))
     if params.keep_completed_per_type is not None:
@@ -154,7 +156,8 @@ def retention_plan(queries: RetentionQueries, params: PruneParams) -> list[int]:
 def retention_count(queries: RetentionQueries, params: PruneParams) -> int:
     """How many jobs the policy would remove now (a job past both rules may be counted twice)."""
     total = 0
-    for state, age in ((JobState.COMPLETED, params.completed_older_than), (JobState.CANCELLED, params.cancelled_older_than)):
+    for state, age in ((JobState.COMPLETED, params.completed_older_than), (JobState.CANCELLED, params.cancelled_older_than),
+                       (JobState.EXPIRED, params.cancelled_older_than)):
         if age is not None:
             total += queries.count_finished_before(state, age)
     if params.keep_completed_per_type is not None:

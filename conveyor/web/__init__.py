@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from conveyor.app import Conveyor
-from conveyor.errors import BackendUnavailable, ConveyorError, InvalidTransition, JobNotFound
+from conveyor.errors import BackendUnavailable, ConveyorError, InvalidTransition, JobNotFound, ScheduleConflict, ScheduleNotFound
 from conveyor.metrics import exposition
 from conveyor.web import api, dashboard
 from conveyor.web.auth import Access, LoginThrottle, Resolver, Token, Tokens, reader
@@ -91,6 +91,8 @@ def create_app(
 
     web.add_exception_handler(JobNotFound, problem(404))
     web.add_exception_handler(InvalidTransition, problem(409))
+    web.add_exception_handler(ScheduleNotFound, problem(404))
+    web.add_exception_handler(ScheduleConflict, problem(409))
     web.add_exception_handler(BackendUnavailable, problem(503))
     web.add_exception_handler(ConveyorError, problem(400))
     web.add_exception_handler(dashboard.LoginRequired, dashboard.login_redirect)

@@ -13,11 +13,25 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 
 from conveyor.app import Conveyor
 from conveyor.backends.insights import AuditEntry, WorkflowSummary
-from conveyor.errors import ConveyorError
+from conveyor.errors import ConveyorError, JobFailed, ResultTimeout
 from conveyor.job import Job, JobState
 from conveyor.stats import Health, Stats, is_live
 from conveyor.web.auth import Identity, reader, writer
-from conveyor.web.schemas import ActionResult, JobId, JobPage, Limit, Name, PageQuery, Problem, SelectionIn, WorkerOut
+from conveyor.web.schemas import (
+    ActionResult,
+    JobId,
+    JobPage,
+    Limit,
+    Name,
+    NewScheduleIn,
+    PageQuery,
+    Problem,
+    QueueOut,
+    ResultOut,
+    ScheduleIn,
+    SelectionIn,
+    WorkerOut,
+)
 
 Reader = Annotated[Identity, Depends(reader)]
 Writer = Annotated[Identity, Depends(writer)]
@@ -84,9 +98,32 @@ def retry_job(who: Writer, app: App, job_id: PathId) -> ActionResult:
     return ActionResult(action="retry", count=app.admin.via("api").jobs.retry(job_id, actor=who.name))
 
 
-@router.post("/jobs/{job_id}/cancel", response_model=ActionResult, responses=ONE_JOB, summary="Cancel a job that has not started")
+@router.post("/jobs/{job_id}/cancel", response_model=ActionResult, responses=ONE_JOB, summary="Cancel an unfinished job; a running one is stopped")
 def cancel_job(who: Writer, app: App, job_id: PathId) -> ActionResult:
     return ActionResult(action="cancel", count=app.admin.via("api").jobs.cancel(job_id, actor=who.name))
+
+
+@router.post("/jobs/{job_id}/run-now", response_model=ActionResult, responses=ONE_JOB, summary="Make a scheduled job due now")
+def run_job_now(who: Writer, app: App, job_id: PathId) -> ActionResult:
+    app.admin.via("api").jobs.run_now(job_id, actor=who.name)
+    return ActionResult(action="run-now", count=1)
+
+
+@router.get(
+    "/jobs/{job_id}/result",
+    response_model=ResultOut,
+    responses={404: {"model": Problem}, 408: {"model": Problem, "description": "Not finished within the timeout"},
+               409: {"model": Problem, "description": "The job ended dead, cancelled or expired"}},
+    summary="Wait up to `timeout` seconds for the job to finish; its result",
+)
+async def job_result(_: Reader, app: App, job_id: PathId, timeout: Annotated[float, Query(ge=0, le=60)] = 0) -> ResultOut:
+    try:
+        result = await app.admin.jobs.aresult(job_id, timeout=timeout)
+    except ResultTimeout as exc:
+        raise HTTPException(408, str(exc)) from exc
+    except JobFailed as exc:
+        raise HTTPException(409, str(exc)) from exc
+    return ResultOut(job_id=job_id, state="completed", result=result)
 
 
 @router.delete("/jobs/{job_id}", response_model=ActionResult, responses=ONE_JOB, summary="Purge one finished job")
@@ -99,7 +136,7 @@ def retry_jobs(who: Writer, app: App, selection: SelectionIn) -> ActionResult:
     return ActionResult(action="retry", count=app.admin.via("api").jobs.retry(selection.chosen(), actor=who.name))
 
 
-@router.post("/jobs/cancel", response_model=ActionResult, responses=MUTATION_ERRORS, summary="Cancel unstarted jobs: ids, filter or all")
+@router.post("/jobs/cancel", response_model=ActionResult, responses=MUTATION_ERRORS, summary="Cancel unfinished jobs (running ones are stopped): ids, filter or all")
 def cancel_jobs(who: Writer, app: App, selection: SelectionIn) -> ActionResult:
     return ActionResult(action="cancel", count=app.admin.via("api").jobs.cancel(selection.chosen(), actor=who.name))
 
@@ -145,6 +182,44 @@ def cron_action(who: Writer, app: App, name: Annotated[Name, Path()], action: An
     schedules = app.admin.via("api").schedules
     {"pause": schedules.pause, "resume": schedules.resume, "trigger": schedules.trigger}[action](name, actor=who.name)
     return ActionResult(action=action, count=1)
+
+
+@router.post("/cron", response_model=ActionResult, responses={**MUTATION_ERRORS, 409: {"model": Problem}}, summary="Add a schedule at run time")
+def add_schedule(who: Writer, app: App, body: NewScheduleIn) -> ActionResult:
+    schedules = app.admin.via("api").schedules
+    schedules.add(body.name, body.expression, body.job_type, body.payload, actor=who.name, tz=body.tz, missed=body.missed, **body.options)
+    return ActionResult(action="add", count=1)
+
+
+@router.put("/cron/{name}", response_model=ActionResult, responses={**MUTATION_ERRORS, 404: {"model": Problem}, 409: {"model": Problem}},
+            summary="Change a schedule added at run time")
+def update_schedule(who: Writer, app: App, name: Annotated[Name, Path()], body: ScheduleIn) -> ActionResult:
+    schedules = app.admin.via("api").schedules
+    schedules.update(name, body.expression, body.job_type, body.payload, actor=who.name, tz=body.tz, missed=body.missed, **body.options)
+    return ActionResult(action="update", count=1)
+
+
+@router.delete("/cron/{name}", response_model=ActionResult, responses={**MUTATION_ERRORS, 404: {"model": Problem}, 409: {"model": Problem}},
+               summary="Remove a schedule added at run time")
+def remove_schedule(who: Writer, app: App, name: Annotated[Name, Path()]) -> ActionResult:
+    app.admin.via("api").schedules.remove(name, actor=who.name)
+    return ActionResult(action="remove", count=1)
+
+
+# -- queues ------------------------------------------------------------------------
+
+
+@router.get("/queues", response_model=list[QueueOut], summary="Every queue, paused or not, with its jobs by state")
+def list_queues(_: Reader, app: App) -> list[QueueOut]:
+    return [QueueOut(name=q.name, paused=q.paused, paused_at=q.paused_at, counts=q.counts) for q in app.admin.queues.list()]
+
+
+@router.post("/queues/{name}/{action}", response_model=ActionResult, responses=MUTATION_ERRORS,
+             summary="Pause (workers stop claiming from it; enqueue still works) or resume a queue")
+def queue_action(who: Writer, app: App, name: Annotated[Name, Path()], action: Annotated[str, Path(pattern="^(pause|resume)$")]) -> ActionResult:
+    queues = app.admin.via("api").queues
+    changed = queues.pause(name, actor=who.name) if action == "pause" else queues.resume(name, actor=who.name)
+    return ActionResult(action=action, count=int(changed))
 
 
 # -- workers, workflows, audit --------------------------------------------------------

@@ -54,6 +54,7 @@ STATE_ORDER = (
     JobState.COMPLETED,
     JobState.DEAD,
     JobState.CANCELLED,
+    JobState.EXPIRED,
 )
 
 router = APIRouter(include_in_schema=False)
@@ -90,6 +91,11 @@ class DepthHistory:
     def series(self) -> list[list[float]]:
         with self._lock:
             return [list(p) for p in self.points]
+
+    def forget(self) -> None:
+        """Drop the cached stats (after an action that changes what they show)."""
+        with self._lock:
+            self._stats = None
 
 
 # -- formatting -----------------------------------------------------------------------
@@ -414,7 +420,7 @@ async def job_action(request: Request, job_id: int, action: str) -> Response:
         return checked
     identity, form = checked
     jobs = request.app.state.conveyor.admin.via("dashboard").jobs
-    act = {"retry": jobs.retry, "cancel": jobs.cancel, "purge": jobs.purge}.get(action)
+    act = {"retry": jobs.retry, "cancel": jobs.cancel, "purge": jobs.purge, "run-now": jobs.run_now}.get(action)
     if act is None:
         return Response("unknown action", status_code=404, media_type="text/plain")
     target = form.get("next") or f"{base_path(request)}/jobs/{job_id}"
@@ -424,7 +430,7 @@ async def job_action(request: Request, job_id: int, action: str) -> Response:
         return back(request, target, str(exc))
     if action == "purge":
         target = form.get("next") or f"{base_path(request)}/jobs"
-    verb = {"retry": "sent back to pending", "cancel": "cancelled", "purge": "purged"}[action]
+    verb = {"retry": "sent back to pending", "cancel": "cancelled", "purge": "purged", "run-now": "due now"}[action]
     return back(request, target, f"Job {job_id} {verb}.")
 
 
@@ -463,7 +469,7 @@ async def cron_action(request: Request, name: str, action: str) -> Response:
         return checked
     identity, form = checked
     schedules = request.app.state.conveyor.admin.via("dashboard").schedules
-    act = {"pause": schedules.pause, "resume": schedules.resume, "trigger": schedules.trigger}.get(action)
+    act = {"pause": schedules.pause, "resume": schedules.resume, "trigger": schedules.trigger, "remove": schedules.remove}.get(action)
     if act is None:
         return back(request, form.get("next"), "That cron action is not available.")
     try:
@@ -471,3 +477,46 @@ async def cron_action(request: Request, name: str, action: str) -> Response:
     except ConveyorError as exc:
         return back(request, form.get("next"), str(exc))
     return back(request, form.get("next"), f"Schedule {name!r}: {action} done.")
+
+
+@router.post("/cron-put")
+async def cron_put(request: Request) -> Response:
+    """Add (``mode=add``) or change (``mode=update``) a run-time schedule from the cron page's form."""
+    checked = await mutation(request)
+    if isinstance(checked, Response):
+        return checked
+    identity, form = checked
+    schedules = request.app.state.conveyor.admin.via("dashboard").schedules
+    target = f"{base_path(request)}/cron"
+    name, adding = str(form.get("name") or ""), form.get("mode") == "add"
+    try:
+        payload = json.loads(str(form.get("payload") or "null"))
+    except ValueError as exc:
+        return back(request, target, f"The payload is not JSON: {exc}")
+    try:
+        (schedules.add if adding else schedules.update)(
+            name, str(form.get("expression") or ""), str(form.get("job_type") or ""), payload, actor=identity.name,
+            tz=str(form.get("tz") or "") or None,
+        )
+    except ConveyorError as exc:
+        return back(request, target, str(exc))
+    return back(request, target, f"Schedule {name!r} {'added' if adding else 'updated'}.")
+
+
+@router.post("/queues/{name}/{action}")
+async def queue_action(request: Request, name: str, action: str) -> Response:
+    """Pause or resume a queue from the overview."""
+    checked = await mutation(request)
+    if isinstance(checked, Response):
+        return checked
+    identity, form = checked
+    queues = request.app.state.conveyor.admin.via("dashboard").queues
+    act = {"pause": queues.pause, "resume": queues.resume}.get(action)
+    if act is None:
+        return Response("unknown action", status_code=404, media_type="text/plain")
+    try:
+        act(name, actor=identity.name)
+    except ConveyorError as exc:
+        return back(request, form.get("next"), str(exc))
+    request.app.state.depth.forget()
+    return back(request, form.get("next"), f"Queue {name!r} {'paused' if action == 'pause' else 'resumed'}.")

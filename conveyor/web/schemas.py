@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from datetime import datetime
+from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
@@ -100,3 +101,37 @@ class WorkerOut(BaseModel):
 
 class Problem(BaseModel):
     detail: str
+
+
+class QueueOut(BaseModel):
+    """A queue: paused or not (``paused_at`` since when), and its jobs by state."""
+
+    name: str
+    paused: bool
+    paused_at: datetime | None
+    counts: dict[str, int]
+
+
+class ScheduleIn(BaseModel):
+    """A schedule added or changed at run time; ``options`` are enqueue options for its jobs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    expression: str = Field(min_length=1, max_length=200)
+    job_type: Name
+    payload: Any = None
+    tz: str | None = Field(default=None, max_length=100)
+    missed: Literal["skip", "run_once"] = "skip"
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class NewScheduleIn(ScheduleIn):
+    name: Name
+
+
+class ResultOut(BaseModel):
+    """A completed job's result."""
+
+    job_id: int
+    state: str
+    result: Any

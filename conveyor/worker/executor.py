@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from conveyor.backends.base import FinishParams
@@ -215,9 +216,13 @@ class Executor:
             return Dead(f"payload no longer valid: {exc}", None)
         backoff = self._backoff(spec, job.backoff)
         args: tuple[Any, ...] = (payload, ctx) if spec.takes_context else (payload,)
-        if self.app.middleware:  # the handler wrapped in the run hooks (conveyor/middleware.py)
-            spec = replace(spec, func=self.app.middleware.wrap(spec.func, spec.is_async, ctx))
         try:
+            if spec.parent_arg is not None:  # the step asked for the results of the jobs it follows
+                parents = await ctx.aparent_results()
+                chosen = parents if spec.parent_arg == "parent_results" else next(iter(parents.values()), None)
+                spec = replace(spec, func=partial(spec.func, **{spec.parent_arg: chosen}))
+            if self.app.middleware:  # the handler wrapped in the run hooks (conveyor/middleware.py)
+                spec = replace(spec, func=self.app.middleware.wrap(spec.func, spec.is_async, ctx))
             result = await self._invoke(spec, args, job.timeout, [ctx])
         except NotStarted:
             raise

@@ -46,6 +46,7 @@ class Renewer:
         self.leases_ok = threading.Event()
         self.leases_ok.set()
         self.halt = threading.Event()
+        self.soon = threading.Event()  # renew now, not at the next interval (a cancel notification may have been missed)
         self.loop_seen = time.monotonic()
         self.blocked_since: float | None = None
         self.thread = threading.Thread(target=self._run, name="conveyor-renewer", daemon=True)
@@ -57,6 +58,7 @@ class Renewer:
     def stop(self) -> None:
         """Stop renewing (after the drain: runs still finishing need their leases until then)."""
         self.halt.set()
+        self.soon.set()
         self.thread.join(timeout=self.worker.settings.db_timeout + 1)
         if self.blocked_since is not None:  # the loop is running (it asked for this stop): say the block ended
             self.loop_seen = time.monotonic()
@@ -68,13 +70,21 @@ class Renewer:
         if not self.halt.is_set():
             self.loop.call_later(PULSE, self._pulse)
 
+    def renew_soon(self) -> None:
+        """Renew at once (from any thread): a lease that fails to renew is a run to stop."""
+        self.soon.set()
+
     def _run(self) -> None:
         interval = self.worker.lease_seconds / 3
         next_renewal = time.monotonic() + interval
-        while not self.halt.wait(min(PULSE, interval)):
+        while not self.halt.is_set():
+            self.soon.wait(min(PULSE, interval))
+            if self.halt.is_set():
+                break
             now = time.monotonic()
             self._watch(now)
-            if now >= next_renewal:
+            if now >= next_renewal or self.soon.is_set():
+                self.soon.clear()
                 next_renewal = now + interval
                 try:
                     self.renew()
@@ -110,7 +120,7 @@ class Renewer:
             else:
                 lost.append(run)
         if lost:
-            self._on_loop(give_up_all, lost, "lease lost (another worker may run it)")
+            self._on_loop(give_up_all, lost, "lease lost (the job was cancelled, or another worker may run it)")
 
     def _watch(self, now: float) -> None:
         """Report a loop that has shown no sign of life for ``BLOCKED`` seconds, once, with its culprit."""

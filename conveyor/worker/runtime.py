@@ -23,7 +23,8 @@ from conveyor.outcome import Dead, Retry
 from conveyor.worker.bridge import Bridge
 from conveyor.worker.completer import Completer
 from conveyor.worker.executor import Executor, NotStarted, RunResult, outcome_name
-from conveyor.worker.heartbeat import Renewer, heartbeat_loop, rescue_loop, worker_info
+from conveyor.worker.heartbeat import Renewer, give_up, heartbeat_loop, rescue_loop, worker_info
+from conveyor.worker.pauses import pause_loop
 from conveyor.worker.pruner import prune_loop
 from conveyor.worker.scheduler import scheduler_loop
 
@@ -96,6 +97,7 @@ class Worker:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.signals = 0
         self.first_signal_at = 0.0
+        self.paused: frozenset[str] = frozenset()  # queues of ours an operator paused (conveyor/worker/pauses.py)
         self.replace = False
         """Set when overrunning sync handlers hold too many threads: the worker has stopped
         gracefully and wants a fresh process in its place (``conveyor worker`` gives it one)."""
@@ -151,7 +153,13 @@ class Worker:
         self.limits, self.aging, self.batch_sizes = flow_control(self.app, self.queues)
         self.batch_extra = 0  # jobs beyond the first of each running batch: a batch takes one slot
         await self._register()
+        try:
+            paused = await self.bridge.call(self.app.backend.queues_paused)
+            self.paused = frozenset(q for q in self.queues if q in paused)
+        except BackendError as exc:  # the pause loop reads them again shortly
+            log.warning("could not read paused queues (%s)", exc)
         unlisten = self.app.backend.listen(self.wake)
+        unlisten_cancel = self.app.backend.listen_cancel(self._cancelled_elsewhere)
         log.info("worker %s started: queues=%s concurrency=%d database=%s", self.id, ",".join(self.queues), self.concurrency,
                  location(self.app.backend.url))
         self.renewer.start()
@@ -162,12 +170,14 @@ class Worker:
             asyncio.create_task(rescue_loop(self), name="rescuer"),
             asyncio.create_task(scheduler_loop(self), name="scheduler"),
             asyncio.create_task(prune_loop(self), name="pruner"),
+            asyncio.create_task(pause_loop(self), name="pauses"),
         ]
         try:
             await self._fetch_loop()
             await self._drain()
         finally:
             unlisten()
+            unlisten_cancel()
             self.stopped.set()
             await self.bridge.call(self.renewer.stop)
             await self.completer.stop()
@@ -206,8 +216,12 @@ class Worker:
                 await asyncio.sleep(CLAIM_GATHER)
                 free = self._free_slots()
             self._wake.clear()
+            queues = self.claimable_queues
+            if not queues:  # every queue of ours is paused: wait for a resume (the pause loop wakes us)
+                await self._sleep(poll)
+                continue
             try:
-                jobs = await self._claim(ClaimParams(self.id, self.queues, free, self.lease_seconds, self.limits, (), self.aging))
+                jobs = await self._claim(ClaimParams(self.id, queues, free, self.lease_seconds, self.limits, (), self.aging))
                 failures = 0
             except Exception as exc:  # nothing but shutdown stops the worker: back off and try again
                 failures += 1
@@ -222,6 +236,11 @@ class Worker:
                     self._start(job)
             if len(jobs) < free:
                 await self._sleep(poll)
+
+    @property
+    def claimable_queues(self) -> tuple[str, ...]:
+        """This worker's queues less those an operator paused."""
+        return self.queues if not self.paused else tuple(q for q in self.queues if q not in self.paused)
 
     def _free_slots(self) -> int:
         """Slots to claim for: a batch takes one slot, a thread held by an overrun sync handler one."""
@@ -293,6 +312,20 @@ class Worker:
                 return f"job {run.job.id} ({run.job.type})"
         return f"task {task.get_name()} (not a job)"
 
+    def _cancelled_elsewhere(self, job_ids: list[int]) -> None:
+        """An operator cancelled running jobs (any thread): stop those this worker runs."""
+        loop = self.loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._stop_runs, job_ids)
+
+    def _stop_runs(self, job_ids: list[int]) -> None:
+        if not job_ids:  # the notifications may have missed some: the next renewal, asked for now, finds them
+            self.renewer.renew_soon()
+        for job_id in job_ids:
+            run = self.running.get(job_id)
+            if run is not None and not run.task.done():
+                give_up(run, "cancelled by an operator")
+
     def _check_stuck(self) -> None:
         """Too many threads held by sync handlers that ran past their timeout: stop claiming,
         let the other runs finish, and ask for a fresh process (threads cannot be stopped)."""
@@ -320,8 +353,8 @@ class Worker:
         for job_type, members in groups.items():
             size = self.batch_sizes[job_type]
             chunks = [members[i : i + size] for i in range(0, len(members), size)]
-            if len(chunks[-1]) < size and not self._stopping:
-                params = ClaimParams(self.id, self.queues, size - len(chunks[-1]), self.lease_seconds, self.limits, (job_type,), self.aging)
+            if len(chunks[-1]) < size and not self._stopping and self.claimable_queues:
+                params = ClaimParams(self.id, self.claimable_queues, size - len(chunks[-1]), self.lease_seconds, self.limits, (job_type,), self.aging)
                 try:
                     chunks[-1].extend(await self._claim(params))
                 except BackendError as exc:

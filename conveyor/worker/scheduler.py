@@ -41,9 +41,7 @@ async def scheduler_loop(worker: Worker) -> None:
             except ConveyorError as exc:
                 log.error("schedules not synced, none will fire from this worker: %s", exc)
                 raise LoopDone from exc
-            synced = True
-            if not app.registry.schedules:
-                raise LoopDone
+            synced = True  # and the loop goes on without declared schedules: some may be added at run time
         return float(await worker.bridge.call(tick, app))
 
     await repeat("scheduler pass", step, worker.stopped, MAX_TICK)

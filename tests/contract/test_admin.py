@@ -96,7 +96,7 @@ def test_acting_on_everything_is_explicit_and_audited(app: Conveyor) -> None:
     assert app.admin.jobs.purge(Selection.every(), actor="ops") == 2  # the two still cancelled; the retried two are pending
     (purge, retry, cancel) = app.admin.audit.list()[:3]
     assert (cancel.action, cancel.target, cancel.detail["count"]) == ("jobs.cancel", "all", 4)
-    assert cancel.detail["states"] == ["waiting", "scheduled", "pending"]
+    assert cancel.detail["states"] == ["waiting", "scheduled", "pending", "running"]  # a running job is stopped too (issue 16)
     assert (retry.target, retry.detail["count"]) == (f'filter:{{"ids": [{ids[0]}, {ids[1]}]}}', 2)
     assert (purge.target, purge.detail["count"]) == ("all", 2)
 

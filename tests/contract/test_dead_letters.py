@@ -74,8 +74,11 @@ def test_cancel_a_job_that_has_not_started(app: Conveyor) -> None:
     assert app.admin.jobs.get(pending).state is JobState.CANCELLED
     assert app.admin.jobs.get(scheduled).state is JobState.CANCELLED
     running = app.enqueue("plain", {})
-    app.backend.jobs_claim(ClaimParams("w", ("default",), 10, 30))
-    with pytest.raises(InvalidTransition, match="running"):
+    (claimed,) = app.backend.jobs_claim(ClaimParams("w", ("default",), 10, 30))
+    app.admin.jobs.cancel(running, actor="test")  # a running job is stopped too (issue 16); its lease no longer holds
+    assert app.admin.jobs.get(running).state is JobState.CANCELLED
+    assert app.backend.leases_renew([Lease(running, claimed.lease_token)], 30) == []
+    with pytest.raises(InvalidTransition, match="cancelled"):
         app.admin.jobs.cancel(running, actor="test")
     with pytest.raises(JobNotFound):
         app.admin.jobs.cancel(999_999, actor="test")

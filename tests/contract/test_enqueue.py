@@ -106,7 +106,7 @@ def test_enqueue_many_stores_each_rows_own_options_and_shares_the_calls(app: Con
     jobs = [app.admin.jobs.get(i) for i in app.enqueue_many(items)]  # type: ignore[arg-type]
     assert [j.payload["n"] for j in jobs] == [0, 1, 2, 3, 4, 5]
     assert [j.state for j in jobs] == [JobState.PENDING, JobState.SCHEDULED, JobState.SCHEDULED] + [JobState.PENDING] * 3
-    assert [(j.queue, j.priority, j.max_attempts) for j in jobs] == [("default", 0, 2)] * 3 + [("other", 0, 2), ("default", 0, 2), ("email", 5, 5)]
+    assert [(j.queue, j.priority, j.max_attempts) for j in jobs] == [("default", 0, 2)] * 3 + [("other", 0, 2), ("default", 0, 2), ("email", 5, 20)]  # the default attempts
     assert timedelta(minutes=59) < jobs[1].run_at - jobs[1].created_at < timedelta(minutes=61)
     assert abs((jobs[2].run_at - moment).total_seconds()) < 0.01
     assert [(j.timeout, j.backoff, j.workflow_id, j.parent_id) for j in jobs] == [(None, None, None, None)] * 3 + [

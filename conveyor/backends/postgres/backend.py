@@ -48,24 +48,30 @@ from conveyor.job import FINISHED_STATES, Job, JobState, job_from_fields
 log = logging.getLogger("conveyor.postgres")
 
 CHANNEL = "conveyor_jobs"  # plus a hash of the schema: apps in other schemas do not wake each other
+DONE_SUFFIX = "_done"  # the channel on which finishing transactions tell result waiters to look
+CANCEL_SUFFIX = "_cancel"  # the ids of running jobs just cancelled, for the workers that hold them
 MIGRATION_LOCK = 7_261_001  # pg_advisory_xact_lock key that serialises concurrent migrators
 FINISHED = FINISHED_SQL
+UNFINISHED = "waiting,scheduled,pending,running"
 J_COLUMNS = ", ".join(f"j.{c.strip()}" for c in JOB_COLUMNS.split(","))
 
 INSERT_JOBS = """
 INSERT INTO conveyor_jobs (type, queue, state, payload, priority, max_attempts, run_at, created_at,
-                           timeout, backoff, unique_key, unique_until, workflow_id, parent_id, meta)
+                           timeout, backoff, unique_key, unique_until, workflow_id, parent_id, meta, expires_at)
 SELECT r.type, r.queue,
        CASE WHEN r.initial IS NOT NULL THEN r.initial WHEN r.at > now() THEN 'scheduled' ELSE 'pending' END, r.payload::jsonb,
        r.priority, r.max_attempts, r.at, now(), r.timeout, r.backoff, r.unique_key,
        CASE WHEN r.unique_for IS NULL THEN NULL ELSE now() + make_interval(secs => r.unique_for) END,
-       r.workflow_id, r.parent_id, r.meta::jsonb
+       r.workflow_id, r.parent_id, r.meta::jsonb,
+       coalesce(to_timestamp(r.expires_at), now() + make_interval(secs => r.expires_in))
 FROM (
     SELECT u.*, coalesce(to_timestamp(u.run_at), now() + make_interval(secs => u.delay)) AS at
     FROM unnest(%b::text[], %b::text[], %b::text[], %b::int4[], %b::int4[], %b::float8[], %b::float8[],
-                %b::float8[], %b::text[], %b::text[], %b::float8[], %b::text[], %b::int8[], %b::text[], %b::text[])
+                %b::float8[], %b::text[], %b::text[], %b::float8[], %b::text[], %b::int8[], %b::text[], %b::text[],
+                %b::float8[], %b::float8[])
          WITH ORDINALITY AS u(type, queue, payload, priority, max_attempts, delay, run_at,
-                              timeout, backoff, unique_key, unique_for, workflow_id, parent_id, meta, initial, ord)
+                              timeout, backoff, unique_key, unique_for, workflow_id, parent_id, meta, initial,
+                              expires_at, expires_in, ord)
 ) AS r
 ORDER BY r.ord
 {on_conflict}
@@ -86,6 +92,31 @@ unique key and no dependency to check first, a lone statement in autocommit is t
 transaction, so an enqueue is one round trip (it was four: BEGIN, INSERT, NOTIFY, COMMIT).
 The count over ``woken`` makes it run (a CTE nobody reads is skipped)."""
 ON_CONFLICT = "ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING"
+
+RELEASE_UNIQUE = """
+UPDATE conveyor_jobs j SET unique_key = NULL FROM unnest(%s::text[], %s::text[]) AS k(key, states)
+WHERE j.unique_key = k.key AND (j.unique_until <= now() OR NOT (j.state = ANY(string_to_array(k.states, ','))))
+"""
+"""A key stops blocking once its holder's window ran out or the holder left the blocking states."""
+
+REPLACE_UNIQUE = """
+UPDATE conveyor_jobs SET payload = %(payload)s::jsonb, priority = %(priority)s, run_at = r.at,
+       state = CASE WHEN r.at > now() THEN 'scheduled' ELSE 'pending' END
+FROM (SELECT coalesce(to_timestamp(%(run_at)s::float8), now() + make_interval(secs => %(delay)s::float8)) AS at) AS r
+WHERE unique_key = %(unique_key)s AND state IN ('scheduled', 'pending')
+RETURNING state, queue
+"""
+"""Debounce: the not-yet-started holder of the key takes the new payload and run time."""
+
+EXPIRE_DUE = """
+UPDATE conveyor_jobs j SET state = 'expired', finished_at = now(), unique_key = NULL,
+    errors = j.errors || jsonb_build_array(jsonb_build_object('attempt', j.attempt, 'at', extract(epoch FROM now()),
+        'error', 'expired: not started before its expiry'))
+WHERE j.id IN (SELECT id FROM conveyor_jobs WHERE expires_at IS NOT NULL AND state IN ('waiting', 'scheduled', 'pending')
+               AND expires_at <= now() LIMIT 1000 FOR UPDATE SKIP LOCKED)
+RETURNING j.id
+"""
+"""Unstarted jobs past their expiry end, in every claim before it picks: an expired job never runs."""
 
 STAGE_DUE = """
 UPDATE conveyor_jobs SET state = 'pending'
@@ -156,6 +187,9 @@ class PostgresBackend:
         except psycopg.Error as exc:
             raise BackendUnavailable(f"PostgreSQL: {exc}") from exc
         self._listeners = Listeners("conveyor-listen", self._listen_loop)
+        self._finished: list[Callable[[], None]] = []  # result waiters, woken by the same LISTEN thread
+        self._cancels: list[Callable[[list[int]], None]] = []  # workers, told the ids of running jobs cancelled
+        self._listening = threading.Event()  # the LISTEN connection is up: no notification is missed from now on
         self._closing = threading.Event()
         self._migrated = False
         self._migrate_lock = threading.Lock()
@@ -283,11 +317,11 @@ class PostgresBackend:
         return out
 
     def _insert_bulk(self, conn: psycopg.Connection[Any], jobs: Sequence[NewJob], initial: str | None = None) -> list[Inserted]:
-        keys = [j.unique_key for j in jobs if j.unique_key is not None]
-        if keys:
-            conn.execute(
-                "UPDATE conveyor_jobs SET unique_key = NULL WHERE unique_key = ANY(%s) AND unique_until <= now()", (keys,)
-            )
+        keyed = [j for j in jobs if j.unique_key is not None]
+        keys = [j.unique_key for j in keyed]
+        if keyed:
+            states = [UNFINISHED if j.unique_states is None else ",".join(j.unique_states) for j in keyed]
+            conn.execute(RELEASE_UNIQUE, (keys, states))
         rows = conn.execute(
             INSERT_AND_NOTIFY.format(insert=INSERT_JOBS.format(on_conflict=ON_CONFLICT if keys else "")),
             (
@@ -306,12 +340,31 @@ class PostgresBackend:
                 set_or_null([j.parent_id for j in jobs]),
                 set_or_null([j.meta for j in jobs]),
                 None if initial is None else [initial] * len(jobs),
+                set_or_null([j.expires_at for j in jobs]),
+                set_or_null([j.expires_in for j in jobs]),
                 self.channel,
             ),
         ).fetchall()
+        if len(rows) < len(jobs):  # debounce: holders that take the new payload are woken here (the insert woke for its own rows)
+            replaced = self._replace_held(conn, jobs, {r[1] for r in rows if r[1] is not None})
+            ready_queues = sorted({r[3] for r in replaced if r[2] == "pending"})
+            if ready_queues:
+                conn.execute("SELECT pg_notify(%s, q) FROM unnest(%s::text[]) AS q", (self.channel, ready_queues))
         if len(rows) == len(jobs):  # nothing deduplicated: ids follow the insert order
             return [Inserted(r[0]) for r in sorted(rows)]
         return self._match_inserted(conn, jobs, rows)
+
+    @staticmethod
+    def _replace_held(conn: psycopg.Connection[Any], jobs: Sequence[NewJob], fresh: set[str]) -> list[Any]:
+        """Debounce the deduplicated jobs that ask for it; rows shaped like the insert's, for its notify only."""
+        woke = []
+        for job in jobs:
+            if job.replace and job.unique_key is not None and job.unique_key not in fresh:
+                row = conn.execute(REPLACE_UNIQUE, {"payload": job.payload, "priority": job.priority, "run_at": job.run_at,
+                                                    "delay": job.delay, "unique_key": job.unique_key}).fetchone()
+                if row is not None:
+                    woke.append((None, None, row[0], row[1]))
+        return woke
 
     @staticmethod
     def _match_inserted(conn: psycopg.Connection[Any], jobs: Sequence[NewJob], rows: list[Any]) -> list[Inserted]:
@@ -365,9 +418,18 @@ class PostgresBackend:
         args = (params.worker_id, params.lease_seconds, list(params.queues), params.limit, params.limit)
         with self._conn() as conn:
             with conn.pipeline():  # BEGIN, stage and claim in one round trip
+                expired = conn.execute(EXPIRE_DUE)
                 conn.execute(STAGE_DUE)
                 cur = conn.execute(sql, args)
-            return fetch_rows(cur)
+            rows = fetch_rows(cur)
+            self._expired(conn, expired)
+            return rows
+
+    def _expired(self, conn: psycopg.Connection[Any], expired: psycopg.Cursor[Any]) -> None:
+        """Fail the dependents of jobs the claim's transaction just expired (rarely any)."""
+        ids = [r[0] for r in expired.fetchall()]
+        if ids:
+            graph.resolve(conn, ids, self.channel + DONE_SUFFIX)
 
     def explain_claim(self, queues: Sequence[str]) -> str:
         """The query plan of the claim's row selection (read by the plan tests in tests/contract)."""
@@ -408,7 +470,8 @@ class PostgresBackend:
             for o in outcomes:
                 if o.children and o.lease.job_id in won_set:
                     self._adopt(conn, o)
-            woke = graph.resolve(conn, [o.lease.job_id for o in outcomes if o.lease.job_id in won_set and o.state in FINISHED_STATES])
+            finished = [o.lease.job_id for o in outcomes if o.lease.job_id in won_set and o.state in FINISHED_STATES]
+            woke = graph.resolve(conn, finished, self.channel + DONE_SUFFIX)
             if woke or any(o.state is JobState.PENDING and o.delay <= 0 for o in outcomes):
                 conn.execute("SELECT pg_notify(%s, '')", (self.channel,))
         return [o.lease.job_id for o in outcomes if o.lease.job_id in won_set]
@@ -449,7 +512,7 @@ class PostgresBackend:
     def jobs_rescue(self, limit: int = 1000) -> list[int]:
         with self._conn() as conn:
             rows = conn.execute(RESCUE, (limit,)).fetchall()
-            woke = graph.resolve(conn, [r[0] for r in rows if r[1] == "dead"])
+            woke = graph.resolve(conn, [r[0] for r in rows if r[1] == "dead"], self.channel + DONE_SUFFIX)
             if woke or any(r[1] == "pending" for r in rows):
                 conn.execute("SELECT pg_notify(%s, '')", (self.channel,))
         return [r[0] for r in rows]
@@ -510,26 +573,63 @@ class PostgresBackend:
         clause, args = self._where(where)
         with self._conn() as conn:
             cur = conn.execute(
-                "UPDATE conveyor_jobs SET state = 'pending', attempt = 0, run_at = now(), finished_at = NULL "
-                f"WHERE {clause} AND state IN ('dead', 'cancelled')",
+                "UPDATE conveyor_jobs SET state = 'pending', attempt = 0, run_at = now(), finished_at = NULL, expires_at = NULL "
+                f"WHERE {clause} AND state IN ('dead', 'cancelled', 'expired')",
                 args,
             )
             if cur.rowcount:
                 conn.execute("SELECT pg_notify(%s, '')", (self.channel,))
             return cur.rowcount
 
-    def jobs_cancel(self, where: JobFilter) -> int:
+    def jobs_cancel(self, where: JobFilter, running: bool = False) -> int:
         clause, args = self._where(where)
+        states = "('waiting', 'scheduled', 'pending', 'running')" if running else "('waiting', 'scheduled', 'pending')"
         with self._conn() as conn:
-            ids = [r[0] for r in conn.execute(
-                "UPDATE conveyor_jobs SET state = 'cancelled', finished_at = now(), "
-                "errors = errors || jsonb_build_array(jsonb_build_object('attempt', attempt, 'at', extract(epoch FROM now()), "
-                f"'error', 'cancelled')) WHERE {clause} AND state IN ('waiting', 'scheduled', 'pending') RETURNING id",
+            rows = conn.execute(
+                "UPDATE conveyor_jobs j SET state = 'cancelled', finished_at = now(), worker_id = NULL, lease_expires_at = NULL, "
+                "errors = j.errors || jsonb_build_array(jsonb_build_object('attempt', j.attempt, 'at', extract(epoch FROM now()), "
+                "'error', CASE WHEN old.state = 'running' THEN 'cancelled while running' ELSE 'cancelled' END, 'worker_id', old.worker_id)) "
+                f"FROM (SELECT id, state, worker_id FROM conveyor_jobs WHERE {clause} AND state IN {states} FOR UPDATE) AS old "
+                "WHERE j.id = old.id RETURNING j.id, old.state",
                 args,
-            ).fetchall()]
+            ).fetchall()
+            ids = [r[0] for r in rows]
             if graph.resolve(conn, ids):
                 conn.execute("SELECT pg_notify(%s, '')", (self.channel,))
-        return len(ids)
+            stopped = [r[0] for r in rows if r[1] == "running"]
+            if stopped:  # the workers holding them stop the runs at once (their heartbeat would, later)
+                conn.execute("SELECT pg_notify(%s, %s)", (self.channel + CANCEL_SUFFIX, ",".join(map(str, stopped))[:7000]))
+            if rows:
+                conn.execute("SELECT pg_notify(%s, '')", (self.channel + DONE_SUFFIX,))
+        return len(rows)
+
+    def jobs_run_now(self, job_id: int) -> bool:
+        with self._conn() as conn:
+            cur = conn.execute(
+                "UPDATE conveyor_jobs SET state = 'pending', run_at = now() WHERE id = %s AND state = 'scheduled' RETURNING queue",
+                (job_id,),
+            )
+            row = cur.fetchone()
+            if row is not None:
+                conn.execute("SELECT pg_notify(%s, %s)", (self.channel, row[0]))
+            return row is not None
+
+    # -- queues -------------------------------------------------------------------------
+
+    def queue_pause(self, queue: str, paused: bool) -> bool:
+        with self._conn() as conn:
+            if paused:
+                sql = "INSERT INTO conveyor_queue_pauses (queue) VALUES (%s) ON CONFLICT (queue) DO NOTHING"
+            else:
+                sql = "DELETE FROM conveyor_queue_pauses WHERE queue = %s"
+            changed = bool(conn.execute(sql, (queue,)).rowcount)
+            if changed and not paused:
+                conn.execute("SELECT pg_notify(%s, %s)", (self.channel, queue))
+            return changed
+
+    def queues_paused(self) -> dict[str, datetime]:
+        with self._conn() as conn:
+            return dict(conn.execute("SELECT queue, paused_at FROM conveyor_queue_pauses").fetchall())
 
     def jobs_purge(self, where: JobFilter) -> int:
         clause, args = self._where(where)
@@ -593,6 +693,7 @@ class PostgresBackend:
 
     def _claim_flow(self, params: ClaimParams) -> list[Any]:
         with self._conn() as conn:
+            self._expired(conn, conn.execute(EXPIRE_DUE))
             conn.execute(STAGE_DUE)
             return flow.claim(conn, params)
 
@@ -617,6 +718,14 @@ class PostgresBackend:
     def schedule_set(self, name: str, paused: bool, next_fire_at: datetime | None = None) -> bool:
         with self._conn() as conn:
             return flow.schedule_set(conn, name, paused, next_fire_at)
+
+    def schedule_put(self, schedule: NewSchedule, create: bool) -> bool:
+        with self._conn() as conn:
+            return flow.schedule_put(conn, schedule, create)
+
+    def schedule_remove(self, name: str) -> bool:
+        with self._conn() as conn:
+            return flow.schedule_remove(conn, name)
 
     # -- workers ------------------------------------------------------------------------
 
@@ -648,6 +757,33 @@ class PostgresBackend:
         """Call ``callback`` on every NOTIFY from an enqueue anywhere (one LISTEN connection)."""
         return self._listeners.add(callback)
 
+    def listen_finished(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback`` whenever a transaction anywhere finished jobs. Returns once listening
+        (so a caller that reads a job's state next cannot miss its finish)."""
+        stop = self._also(self._finished, callback)
+        if not self._listening.wait(self.timeout):
+            stop()
+            raise BackendUnavailable(f"PostgreSQL: could not LISTEN within {self.timeout:g} s")
+        return stop
+
+    def listen_cancel(self, callback: Callable[[list[int]], None]) -> Callable[[], None]:
+        """Call ``callback`` with the ids of running jobs an operator cancelled, as it happens; with
+        no ids when the LISTEN connection (re)starts: cancels may have been missed, look now."""
+        return self._also(self._cancels, callback)
+
+    def _also(self, callbacks: list[Any], callback: Any) -> Callable[[], None]:
+        """Add ``callback`` to one of the other channels' lists, keeping the LISTEN thread (started and
+        owned by ``self._listeners``) running while it is there."""
+        callbacks.append(callback)
+        keep = self._listeners.add(_keep_listening)
+
+        def stop() -> None:
+            if callback in callbacks:
+                callbacks.remove(callback)
+            keep()
+
+        return stop
+
     def _listen_loop(self) -> None:
         delay = 0.1
         while not self._closing.is_set():
@@ -655,19 +791,38 @@ class PostgresBackend:
                 if not self._migrated:
                     self.migrate()  # also names this schema's channel
                 with psycopg.connect(self.url, autocommit=True) as conn:
-                    conn.execute(f"LISTEN {self.channel}")
+                    done, cancel = self.channel + DONE_SUFFIX, self.channel + CANCEL_SUFFIX
+                    conn.execute(f"LISTEN {self.channel}; LISTEN {done}; LISTEN {cancel}")
                     delay = 0.1
-                    self._fire()  # anything enqueued while we were not listening
+                    self._listening.set()
+                    self._fire()  # anything enqueued, finished or cancelled while we were not listening
+                    self._fire_finished()
+                    self._fire_cancel("")
                     while not self._closing.is_set():
-                        for _ in conn.notifies(timeout=0.5, stop_after=1):
-                            self._fire()
+                        for n in conn.notifies(timeout=0.5, stop_after=1):
+                            if n.channel == done:
+                                self._fire_finished()
+                            elif n.channel == cancel:
+                                self._fire_cancel(n.payload)
+                            else:
+                                self._fire()
             except (psycopg.Error, BackendError) as exc:
+                self._listening.clear()
                 log.warning("LISTEN connection lost (%s); reconnecting in %.1f s", exc, delay)
                 self._closing.wait(delay)
                 delay = min(delay * 2, 5.0)
 
     def _fire(self) -> None:
         self._listeners.wake()
+
+    def _fire_finished(self) -> None:
+        for callback in list(self._finished):
+            callback()
+
+    def _fire_cancel(self, payload: str) -> None:
+        ids = [int(i) for i in payload.split(",") if i.isdigit()]
+        for callback in list(self._cancels):
+            callback(ids)
 
     # -- rows ---------------------------------------------------------------------------
 
@@ -680,5 +835,9 @@ class PostgresBackend:
         corrupt = corrupt_reason(cols.corrupt, odd_state)
         return job_from_fields((
             r[0], r[1], r[2], state, cols.payload, r[5], r[6], r[7], r[8], r[9], r[10], r[11], r[12], r[13],
-            r[14], r[15], r[16], r[17], r[18], cols.progress, cols.result, cols.errors, r[22], corrupt, read_meta(r[23]),
+            r[14], r[15], r[16], r[17], r[18], cols.progress, cols.result, cols.errors, r[22], r[24], corrupt, read_meta(r[23]),
         ))  # fmt: skip
+
+
+def _keep_listening() -> None:
+    """A jobs-channel listener that does nothing: it keeps the LISTEN thread up for the other channels."""

@@ -33,7 +33,7 @@ from conveyor.backends.postgres.rows import fetch_rows
 J_COLUMNS = ", ".join(f"j.{c.strip()}" for c in JOB_COLUMNS.split(","))
 CANDIDATE = "SELECT id, type, queue, priority, extract(epoch FROM run_at)::float8 FROM conveyor_jobs"
 NARROW = " AND NOT (type = ANY(%(types_out)s::text[])) AND NOT (id = ANY(%(seen)s::int8[]))"
-SCHEDULE_COLUMNS = "name, expression, tz, job_type, payload, options, missed, enabled, paused, next_fire_at, last_fire_at, last_job_id"
+SCHEDULE_COLUMNS = "name, expression, tz, job_type, payload, options, missed, enabled, paused, next_fire_at, last_fire_at, last_job_id, source"
 
 CLAIM_PICKED = f"""
 UPDATE conveyor_jobs j SET state = 'running', attempt = j.attempt + 1, lease_token = j.lease_token + 1,
@@ -63,7 +63,7 @@ ON CONFLICT (name) DO UPDATE SET
     next_fire_at = CASE WHEN s.expression <> excluded.expression OR s.tz <> excluded.tz OR NOT s.enabled
                         THEN excluded.next_fire_at ELSE s.next_fire_at END,
     expression = excluded.expression, tz = excluded.tz, job_type = excluded.job_type, payload = excluded.payload,
-    options = excluded.options, missed = excluded.missed, enabled = true, updated_at = now()
+    options = excluded.options, missed = excluded.missed, enabled = true, source = 'code', updated_at = now()
 """
 
 
@@ -157,7 +157,7 @@ def schedules_sync(conn: psycopg.Connection[Any], schedules: Sequence[NewSchedul
     if owned_types is not None:
         conn.execute(
             "UPDATE conveyor_schedules SET enabled = false, updated_at = now() "
-            "WHERE enabled AND job_type = ANY(%s::text[]) AND NOT (name = ANY(%s::text[]))",
+            "WHERE enabled AND source = 'code' AND job_type = ANY(%s::text[]) AND NOT (name = ANY(%s::text[]))",
             (list(owned_types), [s.name for s in schedules]),
         )
 
@@ -165,7 +165,7 @@ def schedules_sync(conn: psycopg.Connection[Any], schedules: Sequence[NewSchedul
 def schedules_list(conn: psycopg.Connection[Any], active_only: bool = False) -> list[Schedule]:
     where = "WHERE enabled AND NOT paused" if active_only else ""
     rows = conn.execute(f"SELECT {SCHEDULE_COLUMNS} FROM conveyor_schedules {where} ORDER BY next_fire_at, name").fetchall()
-    return [Schedule(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11]) for r in rows]
+    return [Schedule(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11], r[12]) for r in rows]
 
 
 def schedules_due(conn: psycopg.Connection[Any]) -> tuple[datetime, list[Schedule]]:
@@ -202,3 +202,25 @@ def schedule_set(conn: psycopg.Connection[Any], name: str, paused: bool, next_fi
     )
     return bool(cur.rowcount)
 
+
+
+def schedule_put(conn: psycopg.Connection[Any], s: NewSchedule, create: bool) -> bool:
+    """Add a run-time schedule (False if the name is taken), or change one (False unless a run-time row has it)."""
+    if create:
+        cur = conn.execute(
+            "INSERT INTO conveyor_schedules (name, expression, tz, job_type, payload, options, missed, next_fire_at, source) "
+            "VALUES (%s, %s, %s, %s, %s::jsonb, %s::jsonb, %s, %s, 'runtime') ON CONFLICT (name) DO NOTHING",
+            (s.name, s.expression, s.tz, s.job_type, s.payload, s.options, s.missed, s.next_fire_at),
+        )
+    else:
+        cur = conn.execute(
+            "UPDATE conveyor_schedules SET expression = %s, tz = %s, job_type = %s, payload = %s::jsonb, options = %s::jsonb, "
+            "missed = %s, next_fire_at = %s, enabled = true, updated_at = now() WHERE name = %s AND source = 'runtime'",
+            (s.expression, s.tz, s.job_type, s.payload, s.options, s.missed, s.next_fire_at, s.name),
+        )
+    return bool(cur.rowcount)
+
+
+def schedule_remove(conn: psycopg.Connection[Any], name: str) -> bool:
+    """Delete a run-time schedule; rows declared in code are left to the code."""
+    return bool(conn.execute("DELETE FROM conveyor_schedules WHERE name = %s AND source = 'runtime'", (name,)).rowcount)

@@ -32,11 +32,16 @@ def add_edges(conn: psycopg.Connection[Any], job_id: int, job: NewJob, parents: 
         )
 
 
-def resolve(conn: psycopg.Connection[Any], finished: Sequence[int]) -> bool:
-    """Cancel (transitively) or wake the dependents of jobs that just finished; True if any woke."""
+def resolve(conn: psycopg.Connection[Any], finished: Sequence[int], notify: str | None = None) -> bool:
+    """Cancel (transitively) or wake the dependents of jobs that just finished; True if any woke.
+
+    ``notify``: a channel to tell, in the same round trip, that jobs finished (result waiters)."""
     if not finished:
         return False
-    row = conn.execute("SELECT conveyor_resolve(%s::int8[])", (list(finished),)).fetchone()
+    if notify is not None:
+        row = conn.execute("SELECT conveyor_resolve(%s::int8[]), pg_notify(%s, '')", (list(finished), notify)).fetchone()
+    else:
+        row = conn.execute("SELECT conveyor_resolve(%s::int8[])", (list(finished),)).fetchone()
     return bool(row and row[0])
 
 

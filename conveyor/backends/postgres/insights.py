@@ -36,7 +36,7 @@ ACTIVE_COUNTS = (
 )
 # Every completed row the retention policy keeps: counted through SlowCounts.
 FINISHED_COUNTS = (
-    "SELECT queue, type, state, count(*) FROM conveyor_jobs WHERE state IN ('completed', 'cancelled') GROUP BY state, queue, type"
+    "SELECT queue, type, state, count(*) FROM conveyor_jobs WHERE state IN ('completed', 'cancelled', 'expired') GROUP BY state, queue, type"
 )
 
 # Recent finishes from the (finished_at, state, queue, type) index alone.
@@ -124,7 +124,8 @@ class PostgresInsights:
                 Duration(q, t, max(run, 0.0), wait)
                 for q, t, run, wait in conn.execute(DURATIONS, {"start": start, "limit": params.duration_samples})
             )
-        return Snapshot(now, params, states, finished, pending, durations, done_age)
+            paused = tuple(conn.execute("SELECT queue, paused_at FROM conveyor_queue_pauses ORDER BY queue").fetchall())
+        return Snapshot(now, params, states, finished, pending, durations, done_age, paused)
 
     # -- audit --------------------------------------------------------------------------
 
@@ -155,7 +156,7 @@ class PostgresInsights:
                 return 0
             conn.execute("DELETE FROM conveyor_marks WHERE job_id = ANY(%s)", (ids,))
             return conn.execute(
-                "DELETE FROM conveyor_jobs WHERE id = ANY(%s) AND state IN ('completed', 'cancelled')", (ids,)
+                "DELETE FROM conveyor_jobs WHERE id = ANY(%s) AND state IN ('completed', 'cancelled', 'expired')", (ids,)
             ).rowcount
 
     def jobs_prunable(self, params: PruneParams) -> int:

@@ -51,18 +51,20 @@ from conveyor.timeutil import epoch_memo, from_epoch, to_epoch
 """The database's clock in epoch seconds (``unixepoch('subsec')`` returns NULL on SQLite 3.40)."""
 
 FINISHED = FINISHED_SQL
+UNFINISHED = json.dumps(["waiting", "scheduled", "pending", "running"])
 
 WATCH_INTERVAL = 0.005
 """Seconds between looks at another process's commits (PRAGMA data_version) by a listening worker."""
 
 INSERT_JOB = f"""
 INSERT INTO conveyor_jobs (type, queue, state, payload, priority, max_attempts, run_at, created_at,
-                           timeout, backoff, unique_key, unique_until, workflow_id, parent_id, meta)
+                           timeout, backoff, unique_key, unique_until, workflow_id, parent_id, meta, expires_at)
 SELECT :type, :queue,
        CASE WHEN :initial IS NOT NULL THEN :initial WHEN r.at > {NOW} THEN 'scheduled' ELSE 'pending' END,
        :payload, :priority, :max_attempts, r.at, {NOW}, :timeout, :backoff, :unique_key,
        CASE WHEN :unique_for IS NULL THEN NULL ELSE {NOW} + :unique_for END,
-       :workflow_id, :parent_id, :meta
+       :workflow_id, :parent_id, :meta,
+       coalesce(:expires_at, CASE WHEN :expires_in IS NULL THEN NULL ELSE {NOW} + :expires_in END)
 FROM (SELECT coalesce(:run_at, {NOW} + :delay) AS at) AS r
 WHERE true
 ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING
@@ -86,7 +88,29 @@ INSERT_BOUND = ("type", "queue", "payload", "priority", "max_attempts", "delay")
 INSERT_NULLABLE = ("run_at", "timeout", "backoff", "workflow_id", "parent_id", "meta")
 INSERT_CHUNK = 1000  # at most 12,000 bound values, well under SQLite's limit of 32,766
 
-RELEASE_EXPIRED_UNIQUE = f"UPDATE conveyor_jobs SET unique_key = NULL WHERE unique_key = ? AND unique_until <= {NOW}"
+RELEASE_UNIQUE = f"""
+UPDATE conveyor_jobs SET unique_key = NULL
+WHERE unique_key = ? AND (unique_until <= {NOW} OR state NOT IN (SELECT value FROM json_each(?)))
+"""
+"""A key stops blocking once its holder's window ran out or the holder left the blocking states."""
+
+REPLACE_UNIQUE = f"""
+UPDATE conveyor_jobs SET payload = :payload, run_at = r.at, priority = :priority,
+       state = CASE WHEN r.at > {NOW} THEN 'scheduled' ELSE 'pending' END
+FROM (SELECT coalesce(:run_at, {NOW} + :delay) AS at) AS r
+WHERE unique_key = :unique_key AND state IN ('scheduled', 'pending')
+"""
+"""Debounce: the not-yet-started holder of the key takes the new payload and run time."""
+
+EXPIRE_DUE = f"""
+UPDATE conveyor_jobs SET state = 'expired', finished_at = {NOW}, unique_key = NULL,
+    errors = json_insert(CASE WHEN json_valid(errors) THEN errors ELSE '[]' END, '$[#]', json_object(
+        'attempt', attempt, 'at', {NOW}, 'error', 'expired: not started before its expiry'))
+WHERE id IN (SELECT id FROM conveyor_jobs INDEXED BY conveyor_jobs_expiry
+             WHERE expires_at IS NOT NULL AND state IN ('waiting', 'scheduled', 'pending') AND expires_at <= {NOW} LIMIT 1000)
+RETURNING id
+"""
+"""Unstarted jobs past their expiry end, in every claim before it picks: an expired job never runs."""
 
 STAGE_DUE = f"""
 UPDATE conveyor_jobs SET state = 'pending'
@@ -179,6 +203,9 @@ class SQLiteBackend:
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         self._listeners = Listeners("conveyor-sqlite-watch", self._watch)
+        self._cancel_listeners: list[Callable[[list[int]], None]] = []
+        self._watch_rounds = 0  # looks the watcher took; a new listener waits for one, its baseline
+        self._watch_turn = threading.Condition()
         self._closing = threading.Event()
         self._migrated = False
         self._migrate_lock = threading.Lock()
@@ -356,12 +383,15 @@ class SQLiteBackend:
         return inserted
 
     def _insert(self, conn: sqlite3.Connection, jobs: Sequence[NewJob]) -> list[Inserted]:
-        if len(jobs) > 1 and not any(job.unique_key is not None or job.depends_on for job in jobs):
+        if len(jobs) > 1 and not any(
+            job.unique_key is not None or job.depends_on or job.expires_at is not None or job.expires_in is not None for job in jobs
+        ):
             return self._insert_plain(conn, jobs)
         out: list[Inserted] = []
         for job in jobs:
             if job.unique_key is not None:
-                conn.execute(RELEASE_EXPIRED_UNIQUE, (job.unique_key,))
+                states = UNFINISHED if job.unique_states is None else json.dumps(list(job.unique_states))
+                conn.execute(RELEASE_UNIQUE, (job.unique_key, states))
             parents: list[int] = []
             initial = None
             if job.depends_on:
@@ -385,9 +415,14 @@ class SQLiteBackend:
                     "parent_id": job.parent_id,
                     "meta": job.meta,
                     "initial": initial,
+                    "expires_at": job.expires_at,
+                    "expires_in": job.expires_in,
                 },
             ).fetchone()
             if row is None:  # deduplicated by its unique key
+                if job.replace:
+                    conn.execute(REPLACE_UNIQUE, {"payload": job.payload, "priority": job.priority, "run_at": job.run_at,
+                                                  "delay": job.delay, "unique_key": job.unique_key})
                 existing = conn.execute("SELECT id FROM conveyor_jobs WHERE unique_key = ?", (job.unique_key,)).fetchone()
                 out.append(Inserted(existing[0], existing=True))
             else:
@@ -448,9 +483,17 @@ class SQLiteBackend:
             args += [queue, params.limit]
         args.append(params.limit)
         with self._write(worker=True) as conn:
-            conn.execute(STAGE_DUE)
+            self._stage(conn)
             rows = conn.execute(sql, args).fetchall()
         return rows
+
+    @staticmethod
+    def _stage(conn: sqlite3.Connection) -> None:
+        """Before a claim picks: end expired jobs (and fail their dependents), make due ones pending."""
+        expired = [r[0] for r in conn.execute(EXPIRE_DUE).fetchall()]
+        if expired:
+            graph.resolve(conn, expired)
+        conn.execute(STAGE_DUE)
 
     def explain_claim(self, queues: Sequence[str]) -> str:
         """The query plan of the claim's row selection (read by the plan tests in tests/contract)."""
@@ -612,25 +655,56 @@ class SQLiteBackend:
         clause, args = self._where(where)
         with self._write() as conn:
             count = conn.execute(
-                f"UPDATE conveyor_jobs SET state = 'pending', attempt = 0, run_at = {NOW}, finished_at = NULL "
-                f"WHERE {clause} AND state IN ('dead', 'cancelled')",
+                f"UPDATE conveyor_jobs SET state = 'pending', attempt = 0, run_at = {NOW}, finished_at = NULL, expires_at = NULL "
+                f"WHERE {clause} AND state IN ('dead', 'cancelled', 'expired')",
                 args,
             ).rowcount
         if count:
             self._notify()
         return count
 
-    def jobs_cancel(self, where: JobFilter) -> int:
+    def jobs_cancel(self, where: JobFilter, running: bool = False) -> int:
         clause, args = self._where(where)
+        states = "('waiting', 'scheduled', 'pending', 'running')" if running else "('waiting', 'scheduled', 'pending')"
         with self._write() as conn:
-            ids = [r[0] for r in conn.execute(
-                f"UPDATE conveyor_jobs SET state = 'cancelled', finished_at = {NOW}, "
-                f"errors = json_insert(CASE WHEN json_valid(errors) THEN errors ELSE '[]' END, '$[#]', json_object('attempt', attempt, 'at', {NOW}, 'error', 'cancelled')) "
-                f"WHERE {clause} AND state IN ('waiting', 'scheduled', 'pending') RETURNING id",
+            stopped = [r[0] for r in conn.execute(f"SELECT id FROM conveyor_jobs WHERE {clause} AND state = 'running'", args)] if running else []
+            rows = conn.execute(
+                f"UPDATE conveyor_jobs SET state = 'cancelled', finished_at = {NOW}, worker_id = NULL, lease_expires_at = NULL, "
+                f"errors = json_insert(CASE WHEN json_valid(errors) THEN errors ELSE '[]' END, '$[#]', json_object('attempt', attempt, 'at', {NOW}, "
+                f"'error', CASE WHEN state = 'running' THEN 'cancelled while running' ELSE 'cancelled' END, 'worker_id', worker_id)) "
+                f"WHERE {clause} AND state IN {states} RETURNING id",
                 args,
-            ).fetchall()]
-            graph.resolve(conn, ids)
-        return len(ids)
+            ).fetchall()
+            graph.resolve(conn, [r[0] for r in rows])
+        if stopped:
+            for callback in list(self._cancel_listeners):
+                callback(stopped)
+        return len(rows)
+
+    def jobs_run_now(self, job_id: int) -> bool:
+        with self._write() as conn:
+            moved = conn.execute(
+                f"UPDATE conveyor_jobs SET state = 'pending', run_at = {NOW} WHERE id = ? AND state = 'scheduled'", (job_id,)
+            ).rowcount
+        if moved:
+            self._notify()
+        return bool(moved)
+
+    # -- queues -------------------------------------------------------------------------
+
+    def queue_pause(self, queue: str, paused: bool) -> bool:
+        with self._write() as conn:
+            if paused:
+                sql = f"INSERT INTO conveyor_queue_pauses (queue, paused_at) VALUES (?, {NOW}) ON CONFLICT (queue) DO NOTHING"
+            else:
+                sql = "DELETE FROM conveyor_queue_pauses WHERE queue = ?"
+            changed = bool(conn.execute(sql, (queue,)).rowcount)
+        if changed and not paused:
+            self._notify()
+        return changed
+
+    def queues_paused(self) -> dict[str, datetime]:
+        return {q: from_epoch(at) for q, at in self.conn.execute("SELECT queue, paused_at FROM conveyor_queue_pauses")}
 
     def jobs_purge(self, where: JobFilter) -> int:
         clause, args = self._where(where)
@@ -683,7 +757,7 @@ class SQLiteBackend:
 
     def _claim_flow(self, params: ClaimParams) -> list[Any]:
         with self._write() as conn:
-            conn.execute(STAGE_DUE)
+            self._stage(conn)
             return flow.claim(conn, params)
 
     def schedules_sync(self, schedules: Sequence[NewSchedule], owned_types: Sequence[str] | None) -> None:
@@ -708,6 +782,14 @@ class SQLiteBackend:
     def schedule_set(self, name: str, paused: bool, next_fire_at: datetime | None = None) -> bool:
         with self._write() as conn:
             return flow.schedule_set(conn, name, paused, next_fire_at)
+
+    def schedule_put(self, schedule: NewSchedule, create: bool) -> bool:
+        with self._write() as conn:
+            return flow.schedule_put(conn, schedule, create)
+
+    def schedule_remove(self, name: str) -> bool:
+        with self._write() as conn:
+            return flow.schedule_remove(conn, name)
 
     # -- workers ------------------------------------------------------------------------
 
@@ -741,6 +823,31 @@ class SQLiteBackend:
         within ``WATCH_INTERVAL`` for a commit from any other process (``PRAGMA data_version``)."""
         return self._listeners.add(callback)
 
+    def listen_finished(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Wake ``callback`` when jobs may have finished: the same change watch as ``listen``. Returns
+        once the watcher has taken its baseline, so a commit after this call cannot go unseen."""
+        stop = self.listen(callback)
+        with self._watch_turn:
+            seen = self._watch_rounds
+            self._watch_turn.notify_all()  # an idle watcher looks again at once
+            if not self._watch_turn.wait_for(lambda: self._watch_rounds >= seen + 2, timeout=self.busy_timeout):
+                stop()
+                raise BackendError(f"SQLite: the change watch on {self.path} did not start")
+        return stop
+
+    def listen_cancel(self, callback: Callable[[list[int]], None]) -> Callable[[], None]:
+        """Tell ``callback`` the ids of running jobs cancelled from this process at once; a cancel
+        from another process reaches the holding worker with its next lease renewal."""
+        with self._lock:
+            self._cancel_listeners.append(callback)
+
+        def stop() -> None:
+            with self._lock:
+                if callback in self._cancel_listeners:
+                    self._cancel_listeners.remove(callback)
+
+        return stop
+
     def _watch(self) -> None:
         """Poll the file's commit counter: a few microseconds every few milliseconds, no write lock."""
         conn: sqlite3.Connection | None = None
@@ -748,7 +855,8 @@ class SQLiteBackend:
         while not self._closing.is_set():
             if not self._listeners:
                 seen = None
-                self._closing.wait(0.1)
+                with self._watch_turn:
+                    self._watch_turn.wait(0.1)
                 continue
             try:
                 if conn is None:
@@ -761,6 +869,9 @@ class SQLiteBackend:
             if seen is not None and version != seen:
                 self._notify()
             seen = version
+            with self._watch_turn:
+                self._watch_rounds += 1
+                self._watch_turn.notify_all()
             self._closing.wait(WATCH_INTERVAL)
         if conn is not None:
             conn.close()
@@ -788,7 +899,8 @@ class SQLiteBackend:
             None if r[11] is None else at(r[11]),
             r[12],
             None if r[13] is None else at(r[13]),
-            r[14], r[15], r[16], r[17], r[18], cols.progress, cols.result, cols.errors, r[22], corrupt, read_meta(r[23]),
+            r[14], r[15], r[16], r[17], r[18], cols.progress, cols.result, cols.errors, r[22],
+            None if r[24] is None else at(r[24]), corrupt, read_meta(r[23]),
         ))  # fmt: skip
 
 

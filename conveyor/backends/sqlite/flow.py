@@ -28,7 +28,7 @@ from conveyor.backends.sqlite.clock import NOW
 from conveyor.timeutil import from_epoch, to_epoch
 
 CANDIDATE = "SELECT id, type, queue, priority, run_at FROM conveyor_jobs"
-SCHEDULE_COLUMNS = "name, expression, tz, job_type, payload, options, missed, enabled, paused, next_fire_at, last_fire_at, last_job_id"
+SCHEDULE_COLUMNS = "name, expression, tz, job_type, payload, options, missed, enabled, paused, next_fire_at, last_fire_at, last_job_id, source"
 
 CLAIM_PICKED = f"""
 UPDATE conveyor_jobs SET state = 'running', attempt = attempt + 1, lease_token = lease_token + 1,
@@ -47,7 +47,7 @@ UPSERT_SCHEDULE = INSERT_SCHEDULE + """ON CONFLICT (name) DO UPDATE SET
                              OR NOT conveyor_schedules.enabled
                         THEN excluded.next_fire_at ELSE conveyor_schedules.next_fire_at END,
     expression = excluded.expression, tz = excluded.tz, job_type = excluded.job_type, payload = excluded.payload,
-    options = excluded.options, missed = excluded.missed, enabled = 1, updated_at = excluded.updated_at
+    options = excluded.options, missed = excluded.missed, enabled = 1, source = 'code', updated_at = excluded.updated_at
 """
 
 
@@ -147,7 +147,7 @@ def schedules_sync(conn: sqlite3.Connection, schedules: Sequence[NewSchedule], o
         return
     conn.executemany(UPSERT_SCHEDULE, rows)
     conn.execute(
-        f"UPDATE conveyor_schedules SET enabled = 0, updated_at = {NOW} WHERE enabled "
+        f"UPDATE conveyor_schedules SET enabled = 0, updated_at = {NOW} WHERE enabled AND source = 'code' "
         "AND job_type IN (SELECT value FROM json_each(?)) AND name NOT IN (SELECT value FROM json_each(?))",
         (json.dumps(list(owned_types)), json.dumps([s.name for s in schedules])),
     )
@@ -207,4 +207,26 @@ def schedule(r: Sequence[Any]) -> Schedule:
         next_fire_at=from_epoch(r[9]),
         last_fire_at=None if r[10] is None else from_epoch(r[10]),
         last_job_id=r[11],
+        source=r[12],
     )
+
+
+def schedule_put(conn: sqlite3.Connection, s: NewSchedule, create: bool) -> bool:
+    """Add a run-time schedule (False if the name is taken), or change one (False unless a run-time row has it)."""
+    values = (s.expression, s.tz, s.job_type, s.payload, s.options, s.missed, to_epoch(s.next_fire_at), s.name)
+    if create:
+        sql = (
+            "INSERT INTO conveyor_schedules (expression, tz, job_type, payload, options, missed, next_fire_at, name, source, updated_at) "
+            f"VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'runtime', {NOW}) ON CONFLICT (name) DO NOTHING"
+        )
+    else:
+        sql = (
+            "UPDATE conveyor_schedules SET expression = ?, tz = ?, job_type = ?, payload = ?, options = ?, missed = ?, "
+            f"next_fire_at = ?, enabled = 1, updated_at = {NOW} WHERE name = ? AND source = 'runtime'"
+        )
+    return bool(conn.execute(sql, values).rowcount)
+
+
+def schedule_remove(conn: sqlite3.Connection, name: str) -> bool:
+    """Delete a run-time schedule; rows declared in code are left to the code."""
+    return bool(conn.execute("DELETE FROM conveyor_schedules WHERE name = ? AND source = 'runtime'", (name,)).rowcount)

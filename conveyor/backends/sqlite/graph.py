@@ -10,7 +10,7 @@ from typing import Any
 from conveyor.backends.base import NewJob
 from conveyor.backends.sqlite.clock import NOW
 
-SATISFIED = "(p.state = 'completed' OR (d.on_failure = 'continue' AND p.state IN ('dead', 'cancelled')))"
+SATISFIED = "(p.state = 'completed' OR (d.on_failure = 'continue' AND p.state IN ('dead', 'cancelled', 'expired')))"
 
 CANCEL_DEPENDENTS = f"""
 UPDATE conveyor_jobs SET
@@ -18,10 +18,10 @@ UPDATE conveyor_jobs SET
     errors = json_insert(CASE WHEN json_valid(errors) THEN errors ELSE '[]' END, '$[#]', json_object('attempt', attempt, 'at', {NOW}, 'error',
         'cancelled: job ' || (SELECT min(d.depends_on) FROM conveyor_deps d JOIN conveyor_jobs p ON p.id = d.depends_on
                               WHERE d.job_id = conveyor_jobs.id AND d.on_failure = 'cancel'
-                                AND p.state IN ('dead', 'cancelled')) || ' it depends on did not complete'))
+                                AND p.state IN ('dead', 'cancelled', 'expired')) || ' it depends on did not complete'))
 WHERE state = 'waiting' AND id IN (
     SELECT d.job_id FROM conveyor_deps d JOIN conveyor_jobs p ON p.id = d.depends_on
-    WHERE d.depends_on IN (SELECT value FROM json_each(?)) AND d.on_failure = 'cancel' AND p.state IN ('dead', 'cancelled'))
+    WHERE d.depends_on IN (SELECT value FROM json_each(?)) AND d.on_failure = 'cancel' AND p.state IN ('dead', 'cancelled', 'expired'))
 RETURNING id
 """
 

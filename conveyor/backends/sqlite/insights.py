@@ -36,7 +36,7 @@ ACTIVE_COUNTS = (
 )
 # Every completed row the retention policy keeps: counted through SlowCounts.
 FINISHED_COUNTS = (
-    "SELECT queue, type, state, count(*) FROM conveyor_jobs WHERE state IN ('completed', 'cancelled') GROUP BY state, queue, type"
+    "SELECT queue, type, state, count(*) FROM conveyor_jobs WHERE state IN ('completed', 'cancelled', 'expired') GROUP BY state, queue, type"
 )
 
 # Recent finishes come from the (finished_at, state, queue, type) index alone.
@@ -137,7 +137,8 @@ class SQLiteInsights:
                 Duration(q, t, max(float(run), 0.0), float(wait))
                 for q, t, run, wait in conn.execute(DURATIONS, {"start": start, "limit": params.duration_samples})
             )
-        return Snapshot(from_epoch(now), params, states, finished, pending, durations, done_age)
+            paused = tuple((q, from_epoch(at)) for q, at in conn.execute("SELECT queue, paused_at FROM conveyor_queue_pauses ORDER BY queue"))
+        return Snapshot(from_epoch(now), params, states, finished, pending, durations, done_age, paused)
 
     # -- audit --------------------------------------------------------------------------
 
@@ -167,7 +168,7 @@ class SQLiteInsights:
             marks = ",".join("?" * len(ids))
             conn.execute(f"DELETE FROM conveyor_marks WHERE job_id IN ({marks})", ids)
             return conn.execute(
-                f"DELETE FROM conveyor_jobs WHERE id IN ({marks}) AND state IN ('completed', 'cancelled')", ids
+                f"DELETE FROM conveyor_jobs WHERE id IN ({marks}) AND state IN ('completed', 'cancelled', 'expired')", ids
             ).rowcount
 
     def jobs_prunable(self, params: PruneParams) -> int:
