@@ -18,15 +18,24 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 class WorkerProcess:
     """``conveyor worker bench.app:app`` on a scratch database, with its memory readable."""
 
-    def __init__(self, url: str, *, concurrency: int, processes: int = 1, poll_interval: float | None = None) -> None:
-        env = {**os.environ, "CONVEYOR_DATABASE_URL": url, "CONVEYOR_LOG_LEVEL": "WARNING"}
+    def __init__(
+        self,
+        url: str,
+        *,
+        concurrency: int,
+        processes: int = 1,
+        poll_interval: float | None = None,
+        app: str = "bench.app:app",
+        env: dict[str, str] | None = None,
+    ) -> None:
+        env = {**os.environ, "CONVEYOR_DATABASE_URL": url, "CONVEYOR_LOG_LEVEL": "WARNING", **(env or {})}
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
         cmd = [
             sys.executable,
             "-m",
             "conveyor",
             "worker",
-            "bench.app:app",
+            app,
             "--concurrency",
             str(concurrency),
             "--processes",
