@@ -22,6 +22,7 @@ import argparse
 import json
 import math
 import os
+import shutil
 import sqlite3
 import sys
 import tempfile
@@ -194,8 +195,10 @@ def sample(scratch: Scratch, t: float, claims: Claims, producer: Producer, pinne
     ), ms
 
 
-def minute_line(minute: int, window: list[Sample], claims_ms: list[float], rate: float) -> dict[str, Any]:
-    last = window[-1]
+def minute_line(minute: int, window: list[Sample], claims_ms: list[float], args: argparse.Namespace) -> dict[str, Any]:
+    last, rate = window[-1], args.rate
+    start, end = (minute - 1) * 60, minute * 60
+    pins = [(args.pin_first + i * args.pin_gap, args.pin_first + i * args.pin_gap + args.pin_seconds) for i in range(args.pins)]
     row = {
         "minute": minute,
         "claim_p50_ms": round(percentile(claims_ms, 0.5), 2),
@@ -208,7 +211,7 @@ def minute_line(minute: int, window: list[Sample], claims_ms: list[float], rate:
         "dead": last.dead,
         "vacuums": last.vacuums,
         "sizes_mb": {k: round(v / 2**20, 2) for k, v in sorted(last.sizes.items()) if v >= 2**16},
-        "pinned": any(s.pinned for s in window),
+        "pinned": any(a < end and b > start for a, b in pins),
     }
     sizes = ", ".join(f"{k.removeprefix('conveyor_')} {v}" for k, v in row["sizes_mb"].items())
     print(
@@ -263,13 +266,14 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[dict[str, Any]]]
             window.append(s)
             minute_ms += ms
             if n % int(60 / SAMPLE) == 0:
-                minutes.append(minute_line(len(minutes) + 1, window, minute_ms, args.rate))
+                minutes.append(minute_line(len(minutes) + 1, window, minute_ms, args))
                 window, minute_ms = [], []
     finally:
         stop.set()
         for w in workers:
             w.stop()
         scratch.close()
+        shutil.rmtree(folder, ignore_errors=True)
     return summarise(args, samples, minutes, producer), [asdict(s) for s in samples]
 
 
@@ -317,8 +321,10 @@ def chart(path: Path, summary: dict[str, Any], samples: list[dict[str, Any]]) ->
     out = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{height}" font-family="sans-serif" font-size="11">',
         '<rect width="100%" height="100%" fill="white"/>',
-        f'<text x="{left}" y="20" font-size="14">{summary["backend"]} – {summary["label"]}: {summary["rate"]:g} jobs/s, '
-        f"{summary['workers']} workers x {summary['concurrency']}; shaded: long transactions pinning the horizon</text>",
+        (
+            f'<text x="{left}" y="20" font-size="14">{summary["backend"]} – {summary["label"]}: {summary["rate"]:g} jobs/s, '
+            f"{summary['workers']} workers x {summary['concurrency']}; shaded: long transactions pinning the horizon</text>"
+        ),
     ]
 
     def x(t: float) -> float:
@@ -355,8 +361,8 @@ def chart(path: Path, summary: dict[str, Any], samples: list[dict[str, Any]]) ->
         for n, (name, colour, key) in enumerate(series):
             points = " ".join(f"{x(s['t']):.1f},{y(s[key]):.1f}" for s in samples)
             out.append(f'<polyline fill="none" stroke="{colour}" stroke-width="1.6" points="{points}"/>')
-            out.append(f'<text x="{w - right - 60 + n * 0}" y="{y0 + 14 + n * 13}" fill="{colour}">{name}</text>')
-        for m in range(0, int(end // 60) + 1):
+            out.append(f'<text x="{w - right - 60}" y="{y0 + 14 + n * 13}" fill="{colour}">{name}</text>')
+        for m in range(int(end // 60) + 1):
             out.append(f'<text x="{x(m * 60):.1f}" y="{y0 + h + 14}" text-anchor="middle">{m}</text>')
     out.append(f'<text x="{w / 2}" y="{height - 2}" text-anchor="middle">minutes</text>')
     out.append("</svg>")

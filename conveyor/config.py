@@ -40,6 +40,7 @@ class Settings:
     retain_completed_per_type: int | None = None  # also keep only the newest N completed jobs per type
     prune_interval: float = 60.0  # seconds between retention passes in each worker
     prune_batch: int = 1000  # rows deleted per short transaction
+    vacuum_dead_rows: int | None = 20000  # PostgreSQL: the pruner VACUUMs a Conveyor table with this many dead rows (None: never)
     health_pending_age: float = 300.0  # a due job waiting longer than this makes health degraded
     health_dead_growth: int = 10  # more new dead jobs than this in the last 15 minutes: degraded
     worker_stale_after: float = 60.0  # a worker silent this long counts as gone

@@ -22,7 +22,8 @@ log = logging.getLogger("conveyor.worker")
 
 
 async def prune_loop(worker: Worker) -> None:
-    """Every ``prune_interval`` seconds (first run at a random point of it): prune, then forget dead workers."""
+    """Every ``prune_interval`` seconds (first run at a random point of it): prune, forget dead
+    workers, and vacuum Conveyor's tables if autovacuum left too many dead row versions."""
     app = worker.app
     interval = worker.settings.prune_interval
     delay = random.uniform(0.1, 1.0) * interval  # workers started together do not prune together
@@ -33,6 +34,10 @@ async def prune_loop(worker: Worker) -> None:
             if removed:
                 log.info("pruned %d finished jobs", removed)
             await worker.bridge.call(app.insights.workers_forget, max(3600.0, worker.settings.worker_stale_after))  # housekeeping, not audited
+            if worker.settings.vacuum_dead_rows is not None:
+                vacuumed = await worker.bridge.call(app.insights.tables_vacuum, worker.settings.vacuum_dead_rows)
+                if vacuumed:
+                    log.info("vacuumed %s", ", ".join(vacuumed))
         except BackendError as exc:
             log.warning("pruning failed (%s); retrying in %.0f s", exc, interval)
 

@@ -41,6 +41,7 @@ from conveyor.backends.base import (
 from conveyor.backends.listeners import Listeners
 from conveyor.backends.postgres import flow, graph
 from conveyor.backends.postgres.rows import fetch_rows
+from conveyor.backends.postgres.hints import ClaimHints, ready_payload
 from conveyor.errors import BackendError, BackendUnavailable
 from conveyor.job import FINISHED_STATES, Job, JobState, job_from_fields
 
@@ -68,7 +69,7 @@ FROM (
 ) AS r
 ORDER BY r.ord
 {on_conflict}
-RETURNING id, unique_key, state, queue
+RETURNING id, unique_key, state, queue, priority
 """
 """One array per column, in binary (the text format escapes each element in Python, ~7 µs a
 payload). A column no job sets is sent as NULL, which unnest pads with NULLs like a short array.
@@ -77,10 +78,47 @@ insertion (an extra WAL record), and NULL keys never conflict."""
 ON_CONFLICT = "ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING"
 
 STAGE_DUE = """
-UPDATE conveyor_jobs SET state = 'pending'
-WHERE id IN (SELECT id FROM conveyor_jobs WHERE state = 'scheduled' AND run_at <= now()
-             ORDER BY run_at LIMIT 1000 FOR UPDATE SKIP LOCKED)
+WITH staged AS (
+    UPDATE conveyor_jobs SET state = 'pending'
+    WHERE id IN (SELECT id FROM conveyor_jobs WHERE state = 'scheduled' AND run_at <= now()
+                 ORDER BY run_at LIMIT 1000 FOR UPDATE SKIP LOCKED)
+    RETURNING 1)
+SELECT pg_notify(%s, ''), set_config('conveyor.staged', 'yes', true) FROM (SELECT 1 FROM staged LIMIT 1) AS any_staged
 """
+"""Due jobs become pending with the ids they were enqueued with, behind every claim hint: the
+claim in the same transaction then reads from each queue's start (the transaction-local
+``conveyor.staged``), and the empty NOTIFY clears every process's hints (hints.py) and wakes
+idle workers for them."""
+
+CLAIM_JOBS = f"""
+WITH q AS (
+    SELECT name, CASE WHEN staged THEN 2147483648 ELSE hp END AS hp, CASE WHEN staged THEN 0 ELSE hid END AS hid
+    FROM unnest(%(queues)s::text[], %(hp)s::int8[], %(hid)s::int8[]) AS q(name, hp, hid),
+         (SELECT current_setting('conveyor.staged', true) IS NOT DISTINCT FROM 'yes' AS staged) AS s),
+after_hint AS (
+    SELECT c.id, c.priority FROM q, LATERAL (
+        SELECT id, priority FROM conveyor_jobs
+        WHERE state = 'pending' AND queue = q.name AND priority = q.hp AND id > q.hid
+        ORDER BY priority DESC, id LIMIT %(n)s FOR UPDATE SKIP LOCKED) AS c),
+lower AS (
+    SELECT c.id, c.priority FROM q, LATERAL (
+        SELECT id, priority FROM conveyor_jobs
+        WHERE state = 'pending' AND queue = q.name AND priority < q.hp
+        ORDER BY priority DESC, id LIMIT %(n)s - (SELECT count(*) FROM after_hint) FOR UPDATE SKIP LOCKED) AS c),
+picked AS (
+    SELECT id FROM (SELECT * FROM after_hint UNION ALL SELECT * FROM lower) AS u
+    ORDER BY priority DESC, id LIMIT %(n)s)
+UPDATE conveyor_jobs j SET state = 'running', attempt = j.attempt + 1, lease_token = j.lease_token + 1,
+       worker_id = %(worker)s, attempted_at = now(), lease_expires_at = now() + make_interval(secs => %(lease)s)
+FROM picked
+WHERE j.id = picked.id
+RETURNING {J_COLUMNS}
+"""
+"""The plain claim (no flow control): per queue, the rest of the hinted priority from just after
+the hinted id, then the lower priorities, for as many slots as the first range left; the
+cost stays that of the top rows however many jobs wait in other queues, lie finished in the
+table, or left dead entries behind the hint (hints.py). Without a hint (priority 2^31) the
+first range is empty and the second reads the whole queue from its start."""
 
 FINISH_JOBS = f"""
 UPDATE conveyor_jobs j SET
@@ -148,6 +186,7 @@ class PostgresBackend:
         self._closing = threading.Event()
         self._migrated = False
         self._migrate_lock = threading.Lock()
+        self._hints = ClaimHints()
         self.channel = CHANNEL
 
     # -- connections -------------------------------------------------------------------
@@ -289,9 +328,13 @@ class PostgresBackend:
                 None if initial is None else [initial] * len(jobs),
             ),
         ).fetchall()
-        ready_queues = sorted({r[3] for r in rows if r[2] == "pending"})
-        if ready_queues:
-            conn.execute("SELECT pg_notify(%s, q) FROM unnest(%s::text[]) AS q", (self.channel, ready_queues))
+        first: dict[str, tuple[int, int]] = {}  # per queue, the first ready job in claim order
+        for r in rows:
+            if r[2] == "pending" and (r[3] not in first or (-r[4], r[0]) < (-first[r[3]][0], first[r[3]][1])):
+                first[r[3]] = (r[4], r[0])
+        if first:
+            payloads = [ready_payload(q, *key) for q, key in sorted(first.items())]
+            conn.execute("SELECT pg_notify(%s, p) FROM unnest(%s::text[]) AS p", (self.channel, payloads))
         if len(rows) == len(jobs):  # nothing deduplicated: ids follow the insert order
             return [Inserted(r[0]) for r in sorted(rows)]
         return self._match_inserted(conn, jobs, rows)
@@ -332,25 +375,16 @@ class PostgresBackend:
         """The claim's transaction; its rows as the driver returns them (see ``read_claimed``)."""
         if params.limits or params.types or params.aging:
             return self._claim_flow(params)
-        # One index range per queue (LATERAL), so the cost stays that of the top rows
-        # however many jobs wait in other queues or lie finished in the table.
-        sql = f"""
-            UPDATE conveyor_jobs j SET state = 'running', attempt = j.attempt + 1, lease_token = j.lease_token + 1,
-                   worker_id = %s, attempted_at = now(), lease_expires_at = now() + make_interval(secs => %s)
-            FROM (SELECT c.id FROM unnest(%s::text[]) AS q(name),
-                  LATERAL (SELECT id, priority FROM conveyor_jobs
-                           WHERE state = 'pending' AND queue = q.name
-                           ORDER BY priority DESC, id LIMIT %s FOR UPDATE SKIP LOCKED) AS c
-                  ORDER BY c.priority DESC, c.id LIMIT %s) AS picked
-            WHERE j.id = picked.id
-            RETURNING {J_COLUMNS}
-        """
-        args = (params.worker_id, params.lease_seconds, list(params.queues), params.limit, params.limit)
+        priorities, ids, version = self._hints.plan(params.queues)
+        args = {"queues": list(params.queues), "hp": priorities, "hid": ids, "n": params.limit,
+                "worker": params.worker_id, "lease": params.lease_seconds}  # fmt: skip
         with self._conn() as conn:
             with conn.pipeline():  # BEGIN, stage and claim in one round trip
-                conn.execute(STAGE_DUE)
-                cur = conn.execute(sql, args)
-            return fetch_rows(cur)
+                conn.execute(STAGE_DUE, (self.channel,))
+                cur = conn.execute(CLAIM_JOBS, args)
+            rows = fetch_rows(cur)
+        self._hints.advance(((r[2], r[5], r[0]) for r in rows), version)
+        return rows
 
     def explain_claim(self, queues: Sequence[str]) -> str:
         """The query plan of the claim's row selection (read by the plan tests in tests/contract)."""
@@ -576,7 +610,7 @@ class PostgresBackend:
 
     def _claim_flow(self, params: ClaimParams) -> list[Any]:
         with self._conn() as conn:
-            conn.execute(STAGE_DUE)
+            conn.execute(STAGE_DUE, (self.channel,))
             return flow.claim(conn, params)
 
     def schedules_sync(self, schedules: Sequence[NewSchedule], owned_types: Sequence[str] | None) -> None:
@@ -639,12 +673,16 @@ class PostgresBackend:
                     self.migrate()  # also names this schema's channel
                 with psycopg.connect(self.url, autocommit=True) as conn:
                     conn.execute(f"LISTEN {self.channel}")
+                    self._hints.connected(True)
                     delay = 0.1
                     self._fire()  # anything enqueued while we were not listening
                     while not self._closing.is_set():
-                        for _ in conn.notifies(timeout=0.5, stop_after=1):
+                        for note in conn.notifies(timeout=0.5, stop_after=1):
+                            self._hints.heard(note.payload)
                             self._fire()
+                self._hints.connected(False)
             except (psycopg.Error, BackendError) as exc:
+                self._hints.connected(False)
                 log.warning("LISTEN connection lost (%s); reconnecting in %.1f s", exc, delay)
                 self._closing.wait(delay)
                 delay = min(delay * 2, 5.0)
