@@ -5,6 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 PYTEST_ARGS ?=
 CHROMIUM := /usr/bin/chromium
+PGBOUNCER := /usr/sbin/pgbouncer
 
 .PHONY: setup test demo bench lint clean
 
@@ -17,13 +18,19 @@ $(STAMP): pyproject.toml
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
-test: $(STAMP) $(CHROMIUM)
+test: $(STAMP) $(CHROMIUM) $(PGBOUNCER)
 	$(BIN)/python -m pytest -n 2 -q $(PYTEST_ARGS)
 
 # The dashboard's browser tests drive Debian's chromium (never a downloaded browser build).
 $(CHROMIUM):
 	apt-get update -q
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium
+
+# The PgBouncer tests start Debian's pgbouncer themselves (tests/pgbouncer.py); the package's own
+# service is not needed.
+$(PGBOUNCER):
+	apt-get update -q
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q pgbouncer
 
 # The demo shop: SMTP server, web app on 127.0.0.1:8000 (PORT overrides), two workers, dashboard at /admin.
 # DEMO_ORDERS=N places N orders; DATABASE_URL=postgresql://... runs it on PostgreSQL; Ctrl-C stops it all.

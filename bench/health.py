@@ -351,8 +351,9 @@ def chart(path: Path, summary: dict[str, Any], samples: list[dict[str, Any]]) ->
             def y(v: float, top_value: float = top_value, y0: float = y0) -> float:
                 return y0 + h - h * v / top_value
 
-            step = 10 ** math.floor(math.log10(top_value))
-            step = step * 2 if top_value / step < 4 else step
+            step = 10.0 ** math.floor(math.log10(top_value))
+            while top_value / step < 4:
+                step /= 2
             ticks = [k * step for k in range(int(top_value / step) + 1)]
         for v in ticks:
             out.append(f'<line x1="{left - 4}" x2="{w - right}" y1="{y(v):.1f}" y2="{y(v):.1f}" stroke="#ddd"/>')
@@ -383,7 +384,12 @@ def main() -> None:
     parser.add_argument("--pin-gap", type=float, default=60.0, help="seconds between their starts")
     parser.add_argument("--label", default="current")
     parser.add_argument("--chart", type=Path, default=None)
+    parser.add_argument("--redraw", type=Path, default=None, help="only draw the chart of a kept results file")
     args = parser.parse_args()
+    if args.redraw is not None:
+        kept = json.loads(args.redraw.read_text())
+        chart(args.chart or args.redraw.with_suffix(".svg"), kept, kept["samples"])
+        return
     summary, samples = run(args)
     name = f"health-{args.backend}-{args.label}"
     RESULTS.mkdir(exist_ok=True)

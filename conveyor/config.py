@@ -31,6 +31,9 @@ class Settings:
     finish_delay: float = 0.005  # longest an outcome waits for its batch
     db_timeout: float = 30.0  # longest wait for a PostgreSQL connection before BackendUnavailable
     max_result_bytes: int = 65_536  # a larger result or ctx.once value fails the run (conveyor/result.py)
+    db_pool_size: int = 10  # PostgreSQL: most connections a process opens for its work (plus one that LISTENs)
+    db_pooler: str | None = None  # "transaction": database_url goes through PgBouncer in transaction mode
+    db_listen_url: str | None = None  # PostgreSQL: a direct URL for LISTEN (with db_pooler; unset: workers poll)
     admin_token: str | None = None
     admin_read_token: str | None = None
     # -- monitoring and retention (see docs/operations.md) --

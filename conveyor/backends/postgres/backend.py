@@ -42,7 +42,7 @@ from conveyor.backends.listeners import Listeners
 from conveyor.backends.postgres import flow, graph
 from conveyor.backends.postgres.rows import fetch_rows
 from conveyor.backends.postgres.hints import ClaimHints, ready_payload
-from conveyor.errors import BackendError, BackendUnavailable
+from conveyor.errors import BackendError, BackendUnavailable, ConfigError
 from conveyor.job import FINISHED_STATES, Job, JobState, job_from_fields
 
 log = logging.getLogger("conveyor.postgres")
@@ -168,17 +168,36 @@ class PostgresBackend:
 
     Claims lock with ``FOR UPDATE SKIP LOCKED`` so workers never wait on each other;
     enqueues NOTIFY in their own transaction and idle workers LISTEN, with a poll behind it.
+
+    Connections: at most ``pool_size`` for the work, plus one for LISTEN once something listens
+    (a worker). ``pooler="transaction"``: ``url`` goes through a transaction-mode pooler such as
+    PgBouncer, so no statement is prepared on the server (a prepared statement lives in one
+    server session, and the next transaction may get another); LISTEN, which needs a session of
+    its own, uses ``listen_url`` (a direct connection to the same database and schema), or,
+    without one, nothing listens and workers poll every ``poll_interval``.
     """
 
     flavour = "postgres"
 
-    def __init__(self, url: str, pool_size: int = 10, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        pool_size: int = 10,
+        timeout: float = 30.0,
+        pooler: str | None = None,
+        listen_url: str | None = None,
+    ) -> None:
+        if pooler not in (None, "", "none", "transaction"):
+            raise ConfigError("db_pooler", f"unknown pooler mode {pooler!r}: use 'transaction' (PgBouncer's pool_mode) or leave it unset")
         self.url = url
         self.timeout = timeout
+        self.pooled = pooler == "transaction"
+        self.listen_url = listen_url or (None if self.pooled else url)
+        kwargs: dict[str, Any] = {"autocommit": False}
+        if self.pooled:
+            kwargs["prepare_threshold"] = None
         try:
-            self.pool = ConnectionPool(
-                url, min_size=1, max_size=pool_size, open=False, kwargs={"autocommit": False}, name="conveyor"
-            )
+            self.pool = ConnectionPool(url, min_size=1, max_size=pool_size, open=False, kwargs=kwargs, name="conveyor")
             self.pool.open(wait=False)
         except psycopg.Error as exc:
             raise BackendUnavailable(f"PostgreSQL: {exc}") from exc
@@ -671,7 +690,10 @@ class PostgresBackend:
             try:
                 if not self._migrated:
                     self.migrate()  # also names this schema's channel
-                with psycopg.connect(self.url, autocommit=True) as conn:
+                if self.listen_url is None:
+                    log.info("behind a transaction pooler without db_listen_url: workers poll, nothing LISTENs")
+                    return
+                with psycopg.connect(self.listen_url, autocommit=True) as conn:
                     conn.execute(f"LISTEN {self.channel}")
                     self._hints.connected(True)
                     delay = 0.1
