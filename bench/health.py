@@ -123,16 +123,29 @@ class Producer(threading.Thread):
 
 
 class Pinner(threading.Thread):
-    """Hold one long REPEATABLE READ transaction (a snapshot, on SQLite) from ``at`` for ``seconds``."""
+    """Hold one long REPEATABLE READ transaction (a snapshot, on SQLite) from ``at`` for ``seconds``.
 
-    def __init__(self, scratch: Scratch, at: float, seconds: float, stop: threading.Event) -> None:
+    ``held`` is when it really held the snapshot (a busy server may refuse a connection for a
+    while: it retries, and the summary and chart show the actual period)."""
+
+    def __init__(self, scratch: Scratch, at: float, seconds: float, stop: threading.Event, start: float) -> None:
         super().__init__(name=f"pin@{at:g}", daemon=True)
-        self.scratch, self.at, self.seconds, self.stop = scratch, at, seconds, stop
+        self.scratch, self.at, self.seconds, self.stop, self.start_time = scratch, at, seconds, stop, start
         self.open = False
+        self.held: tuple[float, float] | None = None
 
     def run(self) -> None:
-        if self.stop.wait(self.at):
+        if self.stop.wait(max(0.0, self.start_time + self.at - time.monotonic())):
             return
+        while not self.stop.is_set():
+            try:
+                self.pin()
+                return
+            except (psycopg.OperationalError, sqlite3.OperationalError) as exc:
+                print(f"pin at {self.at:g} s: {exc}; retrying", file=sys.stderr, flush=True)
+                self.stop.wait(1.0)
+
+    def pin(self) -> None:
         if self.scratch.backend == "postgres":
             with psycopg.connect(self.scratch.url) as conn:
                 conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
@@ -148,9 +161,11 @@ class Pinner(threading.Thread):
             conn.close()
 
     def hold(self) -> None:
+        began = time.monotonic() - self.start_time
         self.open = True
         self.stop.wait(self.seconds)
         self.open = False
+        self.held = (round(began, 1), round(time.monotonic() - self.start_time, 1))
 
 
 def table_stats(scratch: Scratch) -> tuple[int, int, int, dict[str, int]]:
@@ -234,7 +249,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[dict[str, Any]]]
     workers = [
         WorkerProcess(scratch.url, concurrency=args.concurrency, app="bench.health_app:app", env=env) for _ in range(args.workers)
     ]
-    pinners = [Pinner(scratch, args.pin_first + i * args.pin_gap, args.pin_seconds, stop) for i in range(args.pins)]
+    pinners: list[Pinner] = []
     producer = Producer(scratch.url, args.rate, stop)
     claims = Claims(folder)
     samples: list[Sample] = []
@@ -253,6 +268,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[dict[str, Any]]]
             time.sleep(0.1)
         start = time.monotonic()
         producer.start()
+        pinners += [Pinner(scratch, args.pin_first + i * args.pin_gap, args.pin_seconds, stop, start) for i in range(args.pins)]
         for p in pinners:
             p.start()
         minute_ms: list[float] = []
@@ -270,15 +286,19 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[dict[str, Any]]]
                 window, minute_ms = [], []
     finally:
         stop.set()
+        for p in pinners:
+            p.join(timeout=10)
         for w in workers:
             w.stop()
         scratch.close()
         shutil.rmtree(folder, ignore_errors=True)
-    return summarise(args, samples, minutes, producer), [asdict(s) for s in samples]
+    return summarise(args, samples, minutes, producer, pinners), [asdict(s) for s in samples]
 
 
-def summarise(args: argparse.Namespace, samples: list[Sample], minutes: list[dict[str, Any]], producer: Producer) -> dict[str, Any]:
-    pin_windows = [[args.pin_first + i * args.pin_gap, args.pin_first + i * args.pin_gap + args.pin_seconds] for i in range(args.pins)]
+def summarise(
+    args: argparse.Namespace, samples: list[Sample], minutes: list[dict[str, Any]], producer: Producer, pinners: list[Pinner]
+) -> dict[str, Any]:
+    pin_windows = [list(p.held) for p in pinners if p.held is not None]  # when each really held its snapshot
     pin_end = max((w[1] for w in pin_windows), default=0.0)
     dead_after = [s for s in samples if s.t >= pin_end]
     cleared = next((s.t - pin_end for s in dead_after if s.dead <= max(1000, samples[0].dead * 2)), None)
@@ -384,6 +404,7 @@ def main() -> None:
     parser.add_argument("--pin-gap", type=float, default=60.0, help="seconds between their starts")
     parser.add_argument("--label", default="current")
     parser.add_argument("--chart", type=Path, default=None)
+    parser.add_argument("--out", type=Path, default=RESULTS, help="folder for the results file and the chart")
     parser.add_argument("--redraw", type=Path, default=None, help="only draw the chart of a kept results file")
     args = parser.parse_args()
     if args.redraw is not None:
@@ -392,9 +413,9 @@ def main() -> None:
         return
     summary, samples = run(args)
     name = f"health-{args.backend}-{args.label}"
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{name}.json").write_text(json.dumps({**summary, "samples": samples}, indent=1) + "\n")
-    chart(args.chart or RESULTS / f"{name}.svg", summary, samples)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"{name}.json").write_text(json.dumps({**summary, "samples": samples}, indent=1) + "\n")
+    chart(args.chart or args.out / f"{name}.svg", summary, samples)
     print(json.dumps(summary))
 
 
