@@ -155,7 +155,7 @@ def drain_with(backend: str, processes: int, jobs: int, concurrency: int) -> dic
                 if backend == "postgres":
                     for name, count in scratch.query(
                         "SELECT application_name, count(*) FROM pg_stat_activity "
-                        "WHERE application_name LIKE 'conveyor-bench-%' GROUP BY application_name"
+                        "WHERE application_name LIKE 'conveyor-bench-%%' GROUP BY application_name"
                     ):
                         connections[name] = max(connections.get(name, 0), int(count))
                 time.sleep(0.05)
