@@ -83,8 +83,8 @@ def coerce(key: str, kind: Any, raw: Any) -> Any:
         if "tuple" in text:
             items = raw.split(",") if isinstance(raw, str) else list(raw)
             return tuple(i.strip() for i in items if str(i).strip())
-        if raw is None:
-            return None
+        if raw is None or ("None" in text and isinstance(raw, str) and raw.strip().lower() in ("none", "off")):
+            return None  # an optional setting switched off from TOML or the environment
         if text.startswith("int"):
             value: Any = int(raw)
             if value < 1:
