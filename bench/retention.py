@@ -90,7 +90,10 @@ def main() -> None:
         scratch.query("VACUUM ANALYZE conveyor_jobs")
         size = scratch.query("SELECT pg_total_relation_size('conveyor_jobs')")[0][0]
         print(f"seeded {args.seed:,} completed jobs in {time.monotonic() - t:.0f} s; jobs table + indexes {size / 2**20:.0f} MB", flush=True)
-        worker = WorkerProcess(scratch.url, concurrency=20, app="bench.health_app:app", env={"CONVEYOR_HEALTH_CLAIMS": folder})
+        # The worker's own pruner is off: the removal is the one timed here, not one that starts at a
+        # random point of the worker's prune interval.
+        env = {"CONVEYOR_HEALTH_CLAIMS": folder, "CONVEYOR_RETAIN_COMPLETED": "off", "CONVEYOR_RETAIN_CANCELLED": "off"}
+        worker = WorkerProcess(scratch.url, concurrency=20, app="bench.health_app:app", env=env)
         producer = Producer(scratch.url, args.rate, stop)
         claims = Claims(folder)
         app = declare(Conveyor(scratch.url, prune_batch=1000))
