@@ -4,7 +4,7 @@
 
 Seeds ``--seed`` completed jobs finished two days ago (older than the default one-day
 retention), then runs a producer at ``--rate`` jobs/s and one ``conveyor worker`` for three
-phases: ``--phase`` seconds before retention, while ``app.prune()`` removes every seeded job
+phases: ``--phase`` seconds before retention, while ``app.admin.prune()`` removes every seeded job
 (the worker pruner's own call, in ``prune_batch`` batches), and ``--phase`` seconds after.
 Per phase: jobs completed per second, claim latency p50/p99 (timed in the worker,
 bench/health_app.py) and the largest backlog; for the removal: its time, and the WAL the
@@ -101,7 +101,7 @@ def main() -> None:
         def prune() -> dict[str, Any]:
             lsn = scratch.query("SELECT pg_current_wal_lsn()")[0][0]
             began = time.monotonic()
-            removed = app.prune()
+            removed = app.admin.prune(actor="bench/retention.py")
             wal = scratch.query("SELECT pg_current_wal_lsn() - %s::pg_lsn", lsn)[0][0]
             return {"removed": removed, "removal_s": round(time.monotonic() - began, 1), "wal_mb": round(float(wal) / 2**20, 1)}
 

@@ -42,7 +42,7 @@ def test_lease_renewals_are_hot_updates(pg_app: Conveyor, pg_url: str) -> None:
 
 
 def test_the_jobs_table_carries_its_vacuum_settings(pg_app: Conveyor, pg_url: str) -> None:
-    pg_app.count_jobs()  # migrates
+    pg_app.admin.jobs.count()  # migrates
     with psycopg.connect(pg_url, autocommit=True) as conn:
         row = conn.execute("SELECT reloptions FROM pg_class WHERE oid = 'conveyor_jobs'::regclass").fetchone()
     assert row is not None

@@ -78,25 +78,25 @@ def run_everything(app: Conveyor) -> list[int]:
 def test_jobs_run_through_pgbouncer_with_listen_on_a_direct_connection(pooled_app: Conveyor, pgbouncer_urls: BouncerUrls) -> None:
     ids = run_everything(pooled_app)
     with running_worker(pooled_app, concurrency=20):
-        wait_until(lambda: pooled_app.count_jobs(state=[JobState.COMPLETED]) == len(ids), timeout=60, message="all jobs completed")
+        wait_until(lambda: pooled_app.admin.jobs.count(state=[JobState.COMPLETED]) == len(ids), timeout=60, message="all jobs completed")
         assert listeners(pgbouncer_urls.direct) == 1
         late = pooled_app.enqueue("step_job", {"n": "late"})
-        wait_until(lambda: pooled_app.get_job(late).state is JobState.COMPLETED, timeout=30)
-    assert pooled_app.count_jobs(state=[JobState.DEAD]) == 0
+        wait_until(lambda: pooled_app.admin.jobs.get(late).state is JobState.COMPLETED, timeout=30)
+    assert pooled_app.admin.jobs.count(state=[JobState.DEAD]) == 0
 
 
 @pytest.mark.parametrize("pooled_app", ["poll"], indirect=True)
 def test_without_a_listen_url_workers_poll_through_pgbouncer(pooled_app: Conveyor, pgbouncer_urls: BouncerUrls) -> None:
     ids = run_everything(pooled_app)
     with running_worker(pooled_app, concurrency=20):
-        wait_until(lambda: pooled_app.count_jobs(state=[JobState.COMPLETED]) == len(ids), timeout=60, message="all jobs completed")
+        wait_until(lambda: pooled_app.admin.jobs.count(state=[JobState.COMPLETED]) == len(ids), timeout=60, message="all jobs completed")
         assert listeners(pgbouncer_urls.direct) == 0
-    flaky = pooled_app.list_jobs(type="flaky")
+    flaky = pooled_app.admin.jobs.list(type="flaky")
     assert flaky and all(j.attempt == 2 and len(j.errors) == 1 for j in flaky)
 
 
 def test_an_unknown_pooler_mode_is_refused_naming_the_setting(pgbouncer_urls: BouncerUrls) -> None:
     app = Conveyor(pgbouncer_urls.pooled, db_pooler="session-ish")
     with pytest.raises(Exception, match="db_pooler"):
-        app.count_jobs()
+        app.admin.jobs.count()
     app.close()

@@ -40,8 +40,8 @@ from conveyor.backends.base import (
 )
 from conveyor.backends.listeners import Listeners
 from conveyor.backends.postgres import flow, graph
-from conveyor.backends.postgres.rows import fetch_rows
 from conveyor.backends.postgres.hints import ClaimHints, ready_payload
+from conveyor.backends.postgres.rows import fetch_rows
 from conveyor.errors import BackendError, BackendUnavailable, ConfigError
 from conveyor.job import FINISHED_STATES, Job, JobState, job_from_fields
 
