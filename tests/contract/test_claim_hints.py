@@ -17,7 +17,7 @@ import psycopg
 import pytest
 
 from conveyor import Conveyor, JobState
-from conveyor.backends.base import ClaimParams, Lease, Outcome
+from conveyor.backends.base import ClaimParams, FinishParams, Lease
 from conveyor.backends.postgres.backend import CLAIM_JOBS
 from conveyor.backends.postgres.hints import NO_HINT
 from conveyor.job import Job
@@ -71,7 +71,7 @@ def test_a_retried_job_is_claimed_again_in_its_place(app: Conveyor, heard: threa
     (first,) = claim_jobs(app, 1)
     assert claim(app, 1) == [b]
     heard.clear()
-    won = app.backend.jobs_finish([Outcome(Lease(first.id, first.lease_token), JobState.PENDING, error="boom", worker_id="w1")])
+    won = app.backend.jobs_finish([FinishParams(Lease(first.id, first.lease_token), JobState.PENDING, error="boom", worker_id="w1")])
     assert won == [a]
     wait_until(heard.is_set, timeout=10)
     assert claim(app, 2) == [a, c]
