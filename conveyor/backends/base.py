@@ -456,7 +456,7 @@ def salvaged_job(r: Sequence[Any], decoded: bool, at: Callable[[float], datetime
     state, odd_state = read_state(values[3])
     corrupt = "; ".join(p for p in (*problems, cols.corrupt, odd_state) if p)
     return job_from_fields((
-        *values[:3], state, cols.payload, *values[5:19], cols.progress, cols.result, cols.errors, values[22], values[24], corrupt or None,
+        *values[:3], state, cols.payload, *values[5:19], cols.progress, cols.result, cols.errors, values[22], values[24], corrupt or None, None,
     ))  # fmt: skip
 
 

@@ -103,7 +103,8 @@ def installed(dist: tuple[Path, str], tmp_path_factory: pytest.TempPathFactory) 
 
 def test_build_ships_every_file_without_deprecation_warnings(dist: tuple[Path, str]) -> None:
     out, log = dist
-    assert "deprecat" not in log.lower(), log
+    warned = [line for line in log.splitlines() if "deprecat" in line.lower() and "deprecation.py" not in line]  # conveyor/deprecation.py is a module, not a warning
+    assert not warned, log
     with zipfile.ZipFile(next(out.glob("conveyor-*.whl"))) as wheel:
         names = set(wheel.namelist())
     assert [n for n in NEEDED if n not in names] == []

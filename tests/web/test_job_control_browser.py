@@ -76,5 +76,5 @@ def test_stop_run_now_pause_resume_and_schedules_from_the_dashboard(browser: Bro
     page.click("#cron-list tr:has-text('weekly-digest') button:text-is('Remove')")
     expect(page.locator(".flash")).to_contain_text("remove done")
     expect(page.locator("#cron-list")).not_to_contain_text("weekly-digest")
-    actions = [e.action for e in reversed(app.admin.audit.list())]
+    actions = [e.action for e in reversed(app.admin.audit.list()) if e.action not in ("login", "logout")]  # sign-ins are audited too
     assert actions == ["job.cancel", "job.run_now", "queue.pause", "queue.resume", "cron.add", "cron.update", "cron.remove"]
