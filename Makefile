@@ -27,6 +27,8 @@ $(CHROMIUM):
 	apt-get update -q
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium
 
+# The PgBouncer tests start Debian's pgbouncer themselves (tests/pgbouncer.py); the package's own
+# service is not needed.
 $(PGBOUNCER):
 	apt-get update -q
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -q pgbouncer

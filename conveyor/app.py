@@ -99,7 +99,10 @@ class Conveyor:
         if self._backend is None:
             with self._backend_lock:
                 if self._backend is None:
-                    self._backend = from_url(self.settings.database_url, self.settings.db_timeout)
+                    s = self.settings
+                    self._backend = from_url(
+                        s.database_url, s.db_timeout, pool_size=s.db_pool_size, pooler=s.db_pooler, listen_url=s.db_listen_url
+                    )
         return self._backend
 
     def close(self) -> None:

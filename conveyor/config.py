@@ -31,6 +31,9 @@ class Settings:
     finish_delay: float = 0.005  # longest an outcome waits for its batch
     db_timeout: float = 30.0  # longest wait for a PostgreSQL connection before BackendUnavailable
     max_result_bytes: int = 65_536  # a larger result or ctx.once value fails the run (conveyor/result.py)
+    db_pool_size: int = 10  # PostgreSQL: most connections a process opens for its work (plus one that LISTENs)
+    db_pooler: str | None = None  # "transaction": database_url goes through PgBouncer in transaction mode
+    db_listen_url: str | None = None  # PostgreSQL: a direct URL for LISTEN (with db_pooler; unset: workers poll)
     admin_token: str | None = None
     admin_read_token: str | None = None
     # -- monitoring and retention (see docs/operations.md) --
@@ -40,6 +43,7 @@ class Settings:
     retain_completed_per_type: int | None = None  # also keep only the newest N completed jobs per type
     prune_interval: float = 60.0  # seconds between retention passes in each worker
     prune_batch: int = 1000  # rows deleted per short transaction
+    vacuum_dead_rows: int | None = 20000  # PostgreSQL: the pruner VACUUMs a Conveyor table with this many dead rows (None: never)
     health_pending_age: float = 300.0  # a due job waiting longer than this makes health degraded
     health_dead_growth: int = 10  # more new dead jobs than this in the last 15 minutes: degraded
     worker_stale_after: float = 60.0  # a worker silent this long counts as gone
@@ -79,8 +83,8 @@ def coerce(key: str, kind: Any, raw: Any) -> Any:
         if "tuple" in text:
             items = raw.split(",") if isinstance(raw, str) else list(raw)
             return tuple(i.strip() for i in items if str(i).strip())
-        if raw is None:
-            return None
+        if raw is None or ("None" in text and isinstance(raw, str) and raw.strip().lower() in ("none", "off")):
+            return None  # an optional setting switched off from TOML or the environment
         if text.startswith("int"):
             value: Any = int(raw)
             if value < 1:

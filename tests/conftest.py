@@ -16,7 +16,7 @@ import pytest
 
 from conveyor import Conveyor
 
-pytest_plugins = ["tests.receiver"]  # the webhook receiver fixture, shared by unit and worker tests
+pytest_plugins = ["tests.receiver", "tests.pgbouncer"]  # the webhook receiver and pgbouncer fixtures, shared by several folders
 
 PG_URL = os.environ.get("CONVEYOR_TEST_PG", "postgresql://root@127.0.0.1:5432/test")
 BACKENDS = ["sqlite", "postgres"]

@@ -9,11 +9,21 @@ from conveyor.backends.base import Backend
 from conveyor.errors import ConfigError
 
 
-def from_url(url: str, db_timeout: float = 30.0) -> Backend:
+def from_url(
+    url: str,
+    db_timeout: float = 30.0,
+    *,
+    pool_size: int = 10,
+    pooler: str | None = None,
+    listen_url: str | None = None,
+) -> Backend:
     """``sqlite:///path.db`` → SQLiteBackend; ``postgresql://…`` → PostgresBackend.
 
     ``db_timeout``: how long a PostgreSQL call waits for a connection before it fails with
-    BackendUnavailable (a web app answers 503 sooner with a short one).
+    BackendUnavailable (a web app answers 503 sooner with a short one). PostgreSQL only:
+    ``pool_size`` bounds the connections a process opens for its work (one more LISTENs);
+    ``pooler="transaction"`` when ``url`` goes through PgBouncer in transaction mode, with
+    ``listen_url`` a direct connection for LISTEN (see docs/operations.md).
     """
     scheme = url.split(":", 1)[0].lower()
     if scheme == "sqlite":
@@ -23,7 +33,7 @@ def from_url(url: str, db_timeout: float = 30.0) -> Backend:
     if scheme in ("postgres", "postgresql"):
         from conveyor.backends.postgres.backend import PostgresBackend
 
-        return PostgresBackend(url, timeout=db_timeout)
+        return PostgresBackend(url, pool_size=pool_size, timeout=db_timeout, pooler=pooler, listen_url=listen_url)
     raise ConfigError("database_url", f"unsupported scheme {scheme!r}: use sqlite:///path.db or postgresql://host/db")
 
 

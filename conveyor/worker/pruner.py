@@ -22,7 +22,8 @@ log = logging.getLogger("conveyor.worker")
 
 
 async def prune_loop(worker: Worker) -> None:
-    """Every ``prune_interval`` seconds (first run at a random point of it): prune, then forget dead workers."""
+    """Every ``prune_interval`` seconds (first run at a random point of it): prune, forget dead
+    workers, and vacuum Conveyor's tables if autovacuum left too many dead row versions."""
     interval = worker.settings.prune_interval
     first = random.uniform(0.1, 1.0) * interval  # workers started together do not prune together
     await repeat("pruning", lambda: prune_step(worker), worker.stopped, interval, first)
@@ -34,6 +35,10 @@ async def prune_step(worker: Worker) -> None:
         log.info("pruned %d finished jobs", removed)
     stale = max(3600.0, worker.settings.worker_stale_after)
     await worker.bridge.call(worker.app.insights.workers_forget, stale)  # housekeeping, not audited
+    if worker.settings.vacuum_dead_rows is not None:
+        vacuumed = await worker.bridge.call(worker.app.insights.tables_vacuum, worker.settings.vacuum_dead_rows)
+        if vacuumed:
+            log.info("vacuumed %s", ", ".join(vacuumed))
 
 
 async def prune_once(worker: Worker) -> int:

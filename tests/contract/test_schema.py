@@ -92,5 +92,5 @@ def test_staging_due_jobs_reads_the_due_index(app: Conveyor) -> None:
     else:
         with psycopg.connect(app.backend.url, autocommit=True) as conn:
             conn.execute("ANALYZE conveyor_jobs")
-            plan = " | ".join(str(r[0]) for r in conn.execute("EXPLAIN " + postgres.STAGE_DUE))
+            plan = " | ".join(str(r[0]) for r in conn.execute("EXPLAIN " + postgres.STAGE_DUE, ("channel",)))
         assert "conveyor_jobs_due" in plan and "Seq Scan" not in plan, plan

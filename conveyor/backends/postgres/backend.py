@@ -41,8 +41,9 @@ from conveyor.backends.base import (
 )
 from conveyor.backends.listeners import Listeners
 from conveyor.backends.postgres import flow, graph
+from conveyor.backends.postgres.hints import ClaimHints
 from conveyor.backends.postgres.rows import fetch_rows
-from conveyor.errors import BackendError, BackendUnavailable
+from conveyor.errors import BackendError, BackendUnavailable, ConfigError
 from conveyor.job import FINISHED_STATES, Job, JobState, job_from_fields
 
 log = logging.getLogger("conveyor.postgres")
@@ -75,7 +76,7 @@ FROM (
 ) AS r
 ORDER BY r.ord
 {on_conflict}
-RETURNING id, unique_key, state, queue
+RETURNING id, unique_key, state, queue, priority
 """
 """One array per column, in binary (the text format escapes each element in Python, ~7 µs a
 payload). A column no job sets is sent as NULL, which unnest pads with NULLs like a short array.
@@ -84,13 +85,17 @@ insertion (an extra WAL record), and NULL keys never conflict."""
 
 INSERT_AND_NOTIFY = """
 WITH inserted AS ({insert}),
-woken AS (SELECT pg_notify(%b, queue) FROM (SELECT DISTINCT queue FROM inserted WHERE state = 'pending') AS ready)
+woken AS (SELECT pg_notify(%b, r.queue || E'\t' || r.priority || E'\t' || r.id)
+          FROM (SELECT DISTINCT ON (queue) queue, priority, id FROM inserted WHERE state = 'pending'
+                ORDER BY queue, priority DESC, id) AS r)
 SELECT i.* FROM inserted AS i, (SELECT count(*) FROM woken) AS w
 """
 """The insert and the NOTIFY of each queue that got a ready job, in one statement: with no
 unique key and no dependency to check first, a lone statement in autocommit is the whole
 transaction, so an enqueue is one round trip (it was four: BEGIN, INSERT, NOTIFY, COMMIT).
-The count over ``woken`` makes it run (a CTE nobody reads is skipped)."""
+The count over ``woken`` makes it run (a CTE nobody reads is skipped). Each queue's NOTIFY
+names its first ready job (``hints.ready_payload``'s format) so listening workers lower their claim
+hint to it instead of dropping it."""
 ON_CONFLICT = "ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING"
 
 RELEASE_UNIQUE = """
@@ -119,10 +124,47 @@ RETURNING j.id
 """Unstarted jobs past their expiry end, in every claim before it picks: an expired job never runs."""
 
 STAGE_DUE = """
-UPDATE conveyor_jobs SET state = 'pending'
-WHERE id IN (SELECT id FROM conveyor_jobs WHERE state = 'scheduled' AND run_at <= now()
-             ORDER BY run_at LIMIT 1000 FOR UPDATE SKIP LOCKED)
+WITH staged AS (
+    UPDATE conveyor_jobs SET state = 'pending'
+    WHERE id IN (SELECT id FROM conveyor_jobs WHERE state = 'scheduled' AND run_at <= now()
+                 ORDER BY run_at LIMIT 1000 FOR UPDATE SKIP LOCKED)
+    RETURNING 1)
+SELECT pg_notify(%s, ''), set_config('conveyor.staged', 'yes', true) FROM (SELECT 1 FROM staged LIMIT 1) AS any_staged
 """
+"""Due jobs become pending with the ids they were enqueued with, behind every claim hint: the
+claim in the same transaction then reads from each queue's start (the transaction-local
+``conveyor.staged``), and the empty NOTIFY clears every process's hints (hints.py) and wakes
+idle workers for them."""
+
+CLAIM_JOBS = f"""
+WITH q AS (
+    SELECT name, CASE WHEN staged THEN 2147483648 ELSE hp END AS hp, CASE WHEN staged THEN 0 ELSE hid END AS hid
+    FROM unnest(%(queues)s::text[], %(hp)s::int8[], %(hid)s::int8[]) AS q(name, hp, hid),
+         (SELECT current_setting('conveyor.staged', true) IS NOT DISTINCT FROM 'yes' AS staged) AS s),
+after_hint AS (
+    SELECT c.id, c.priority FROM q, LATERAL (
+        SELECT id, priority FROM conveyor_jobs
+        WHERE state = 'pending' AND queue = q.name AND priority = q.hp AND id > q.hid
+        ORDER BY priority DESC, id LIMIT %(n)s FOR UPDATE SKIP LOCKED) AS c),
+lower AS (
+    SELECT c.id, c.priority FROM q, LATERAL (
+        SELECT id, priority FROM conveyor_jobs
+        WHERE state = 'pending' AND queue = q.name AND priority < q.hp
+        ORDER BY priority DESC, id LIMIT %(n)s - (SELECT count(*) FROM after_hint) FOR UPDATE SKIP LOCKED) AS c),
+picked AS (
+    SELECT id FROM (SELECT * FROM after_hint UNION ALL SELECT * FROM lower) AS u
+    ORDER BY priority DESC, id LIMIT %(n)s)
+UPDATE conveyor_jobs j SET state = 'running', attempt = j.attempt + 1, lease_token = j.lease_token + 1,
+       worker_id = %(worker)s, attempted_at = now(), lease_expires_at = now() + make_interval(secs => %(lease)s)
+FROM picked
+WHERE j.id = picked.id
+RETURNING {J_COLUMNS}
+"""
+"""The plain claim (no flow control): per queue, the rest of the hinted priority from just after
+the hinted id, then the lower priorities, for as many slots as the first range left; the
+cost stays that of the top rows however many jobs wait in other queues, lie finished in the
+table, or left dead entries behind the hint (hints.py). Without a hint (priority 2^31) the
+first range is empty and the second reads the whole queue from its start."""
 
 FINISH_JOBS = f"""
 UPDATE conveyor_jobs j SET
@@ -172,17 +214,36 @@ class PostgresBackend:
 
     Claims lock with ``FOR UPDATE SKIP LOCKED`` so workers never wait on each other;
     enqueues NOTIFY in their own transaction and idle workers LISTEN, with a poll behind it.
+
+    Connections: at most ``pool_size`` for the work, plus one for LISTEN once something listens
+    (a worker). ``pooler="transaction"``: ``url`` goes through a transaction-mode pooler such as
+    PgBouncer, so no statement is prepared on the server (a prepared statement lives in one
+    server session, and the next transaction may get another); LISTEN, which needs a session of
+    its own, uses ``listen_url`` (a direct connection to the same database and schema), or,
+    without one, nothing listens and workers poll every ``poll_interval``.
     """
 
     flavour = "postgres"
 
-    def __init__(self, url: str, pool_size: int = 10, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        pool_size: int = 10,
+        timeout: float = 30.0,
+        pooler: str | None = None,
+        listen_url: str | None = None,
+    ) -> None:
+        if pooler not in (None, "", "none", "transaction"):
+            raise ConfigError("db_pooler", f"unknown pooler mode {pooler!r}: use 'transaction' (PgBouncer's pool_mode) or leave it unset")
         self.url = url
         self.timeout = timeout
+        self.pooled = pooler == "transaction"
+        self.listen_url = listen_url or (None if self.pooled else url)
+        kwargs: dict[str, Any] = {"autocommit": False}
+        if self.pooled:
+            kwargs["prepare_threshold"] = None
         try:
-            self.pool = ConnectionPool(
-                url, min_size=1, max_size=pool_size, open=False, kwargs={"autocommit": False}, name="conveyor"
-            )
+            self.pool = ConnectionPool(url, min_size=1, max_size=pool_size, open=False, kwargs=kwargs, name="conveyor")
             self.pool.open(wait=False)
         except psycopg.Error as exc:
             raise BackendUnavailable(f"PostgreSQL: {exc}") from exc
@@ -193,6 +254,7 @@ class PostgresBackend:
         self._closing = threading.Event()
         self._migrated = False
         self._migrate_lock = threading.Lock()
+        self._hints = ClaimHints()
         self.channel = CHANNEL
 
     # -- connections -------------------------------------------------------------------
@@ -345,11 +407,10 @@ class PostgresBackend:
                 self.channel,
             ),
         ).fetchall()
-        if len(rows) < len(jobs):  # debounce: holders that take the new payload are woken here (the insert woke for its own rows)
+        if len(rows) < len(jobs):  # debounce: holders that take the new payload move in claim order, so every hint is cleared
             replaced = self._replace_held(conn, jobs, {r[1] for r in rows if r[1] is not None})
-            ready_queues = sorted({r[3] for r in replaced if r[2] == "pending"})
-            if ready_queues:
-                conn.execute("SELECT pg_notify(%s, q) FROM unnest(%s::text[]) AS q", (self.channel, ready_queues))
+            if any(r[2] == "pending" for r in replaced):
+                conn.execute("SELECT pg_notify(%s, '')", (self.channel,))
         if len(rows) == len(jobs):  # nothing deduplicated: ids follow the insert order
             return [Inserted(r[0]) for r in sorted(rows)]
         return self._match_inserted(conn, jobs, rows)
@@ -402,28 +463,18 @@ class PostgresBackend:
         """The claim's transaction; its rows as the driver returns them (see ``read_claimed``)."""
         if params.limits or params.types or params.aging:
             return self._claim_flow(params)
-        # One index range per queue (LATERAL), so the cost stays that of the top rows
-        # however many jobs wait in other queues or lie finished in the table.
-        sql = f"""
-            UPDATE conveyor_jobs j SET state = 'running', attempt = j.attempt + 1, lease_token = j.lease_token + 1,
-                   worker_id = %s, attempted_at = now(), lease_expires_at = now() + make_interval(secs => %s)
-            FROM (SELECT c.id FROM unnest(%s::text[]) AS q(name),
-                  LATERAL (SELECT id, priority FROM conveyor_jobs
-                           WHERE state = 'pending' AND queue = q.name
-                           ORDER BY priority DESC, id LIMIT %s FOR UPDATE SKIP LOCKED) AS c
-                  ORDER BY c.priority DESC, c.id LIMIT %s) AS picked
-            WHERE j.id = picked.id
-            RETURNING {J_COLUMNS}
-        """
-        args = (params.worker_id, params.lease_seconds, list(params.queues), params.limit, params.limit)
+        priorities, ids, version = self._hints.plan(params.queues)
+        args = {"queues": list(params.queues), "hp": priorities, "hid": ids, "n": params.limit,
+                "worker": params.worker_id, "lease": params.lease_seconds}  # fmt: skip
         with self._conn() as conn:
             with conn.pipeline():  # BEGIN, stage and claim in one round trip
                 expired = conn.execute(EXPIRE_DUE)
-                conn.execute(STAGE_DUE)
-                cur = conn.execute(sql, args)
+                conn.execute(STAGE_DUE, (self.channel,))
+                cur = conn.execute(CLAIM_JOBS, args)
             rows = fetch_rows(cur)
             self._expired(conn, expired)
-            return rows
+        self._hints.advance(((r[2], r[5], r[0]) for r in rows), version)
+        return rows
 
     def _expired(self, conn: psycopg.Connection[Any], expired: psycopg.Cursor[Any]) -> None:
         """Fail the dependents of jobs the claim's transaction just expired (rarely any)."""
@@ -694,7 +745,7 @@ class PostgresBackend:
     def _claim_flow(self, params: ClaimParams) -> list[Any]:
         with self._conn() as conn:
             self._expired(conn, conn.execute(EXPIRE_DUE))
-            conn.execute(STAGE_DUE)
+            conn.execute(STAGE_DUE, (self.channel,))
             return flow.claim(conn, params)
 
     def schedules_sync(self, schedules: Sequence[NewSchedule], owned_types: Sequence[str] | None) -> None:
@@ -761,6 +812,8 @@ class PostgresBackend:
         """Call ``callback`` whenever a transaction anywhere finished jobs. Returns once listening
         (so a caller that reads a job's state next cannot miss its finish)."""
         stop = self._also(self._finished, callback)
+        if self.listen_url is None:  # behind a transaction pooler with no direct connection: waiters look each second
+            return stop
         if not self._listening.wait(self.timeout):
             stop()
             raise BackendUnavailable(f"PostgreSQL: could not LISTEN within {self.timeout:g} s")
@@ -790,9 +843,13 @@ class PostgresBackend:
             try:
                 if not self._migrated:
                     self.migrate()  # also names this schema's channel
-                with psycopg.connect(self.url, autocommit=True) as conn:
+                if self.listen_url is None:
+                    log.info("behind a transaction pooler without db_listen_url: workers poll, nothing LISTENs")
+                    return
+                with psycopg.connect(self.listen_url, autocommit=True) as conn:
                     done, cancel = self.channel + DONE_SUFFIX, self.channel + CANCEL_SUFFIX
                     conn.execute(f"LISTEN {self.channel}; LISTEN {done}; LISTEN {cancel}")
+                    self._hints.connected(True)
                     delay = 0.1
                     self._listening.set()
                     self._fire()  # anything enqueued, finished or cancelled while we were not listening
@@ -805,8 +862,11 @@ class PostgresBackend:
                             elif n.channel == cancel:
                                 self._fire_cancel(n.payload)
                             else:
+                                self._hints.heard(n.payload)
                                 self._fire()
+                self._hints.connected(False)
             except (psycopg.Error, BackendError) as exc:
+                self._hints.connected(False)
                 self._listening.clear()
                 log.warning("LISTEN connection lost (%s); reconnecting in %.1f s", exc, delay)
                 self._closing.wait(delay)

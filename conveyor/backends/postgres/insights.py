@@ -181,6 +181,27 @@ class PostgresInsights:
         with self.backend._conn() as conn:
             return conn.execute("DELETE FROM conveyor_sessions WHERE id = %s", (session_id,)).rowcount > 0
 
+    def tables_vacuum(self, min_dead: int) -> list[str]:
+        """VACUUM Conveyor's tables that hold at least ``min_dead`` dead row versions; the names vacuumed.
+
+        Autovacuum normally does this (migration 0008 tunes it for these tables), but it may be
+        off, or busy elsewhere, and a queue's claim index cannot wait. SKIP_LOCKED: a table
+        another worker (or autovacuum) is vacuuming is left to it. Outside a transaction, as
+        VACUUM must be; valid through a transaction-mode pooler too.
+        """
+        with self.backend.transaction() as conn:
+            names = [r[0] for r in conn.execute(DEAD_TABLES, (min_dead,))]
+            conn.commit()
+            if not names:
+                return []
+            conn.autocommit = True
+            try:
+                for name in names:
+                    conn.execute(f"VACUUM (SKIP_LOCKED) {name}")  # names from the catalogue, matched to ours
+            finally:
+                conn.autocommit = False
+        return names
+
     def workers_forget(self, older_than: float) -> int:
         with self.backend.transaction() as conn:
             return conn.execute(
@@ -242,6 +263,16 @@ class PostgresRetention:
         if nth is None:
             return 0
         return int(self._one(COUNT_OLDER_OF_TYPE, (job_type, nth[0], nth[1])))
+
+DEAD_TABLES = """
+SELECT relname FROM pg_stat_user_tables
+WHERE schemaname = current_schema() AND relname IN ('conveyor_jobs', 'conveyor_workers', 'conveyor_rate_starts', 'conveyor_schedules')
+  AND n_dead_tup >= %s
+  AND coalesce(greatest(last_vacuum, last_autovacuum), '-infinity') < now() - interval '30 seconds'
+ORDER BY relname
+"""
+"""Conveyor's tables with many dead row versions that nothing vacuumed in the last 30 seconds
+(under a pinned horizon a vacuum removes none of them: it is not repeated at every pass)."""
 
 
 def jsonb_dumps(value: Any) -> str:

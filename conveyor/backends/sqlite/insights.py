@@ -160,6 +160,11 @@ class SQLiteInsights:
 
     # -- retention ----------------------------------------------------------------------
 
+    def tables_vacuum(self, min_dead: int) -> list[str]:
+        """Nothing to do: SQLite updates rows in place and reuses freed pages; it keeps no dead
+        row versions for a vacuum to remove (its WAL is checkpointed by the connections)."""
+        return []
+
     def jobs_prune(self, params: PruneParams) -> int:
         with self._write() as conn:
             ids = retention_plan(SQLiteRetention(conn), params)
