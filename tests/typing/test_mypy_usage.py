@@ -43,6 +43,13 @@ def notify_admin(job_type: str, job_id: int, error: str | None) -> None: ...
 
 def smtp_send(to: str) -> str:
     return "receipt"
+from pydantic import BaseModel
+from conveyor import step
+class Rate(BaseModel):
+    rate: float
+order = user = doc = "o-1"
+workflow_id = "wf-1"
+sale_ends = datetime.now(timezone.utc) + timedelta(days=1)
 
 
 '''
