@@ -81,7 +81,7 @@ class Sizes:
             growth=(0, 20_000),
             memory=5_000,
             drain_c10=1_000,
-            contended=20_000,
+            contended=80_000,  # two quiet workers drain 25,000+ a second: the queue must outlast the start and the window
             contended_s=1.0,
         )
 
